@@ -1,0 +1,43 @@
+"""Seeds, threads and devices: the run-time settings every entry point shares."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Fix Python's, NumPy's and torch's global random streams from one integer ``seed``.
+
+    Environments take the same seed through ``reset(seed=...)``; task samplers take a
+    ``torch.Generator`` seeded from it, so a run is reproduced by its seed alone on CPU.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 1) -> torch.device:
+    """Turn ``device`` ('cpu', 'cuda', 'cuda:N' or 'auto') into a ``torch.device``.
+
+    On CPU, ``threads`` torch threads are used (1 by default: faster for the small networks of this
+    course); ``METALEARN_EDU_THREADS`` overrides it.
+    """
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"device must be one of 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use --device cpu")
+    env_threads = os.environ.get("METALEARN_EDU_THREADS")
+    if env_threads:
+        threads = int(env_threads)
+    if name == "cpu" and threads:
+        torch.set_num_threads(threads)
+    return torch.device(name)
