@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         # A user mistake: one clear line, no stack trace from deep inside torch.
         print(f"metalearn-edu: error: {err}", file=sys.stderr)
         return 2
