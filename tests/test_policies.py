@@ -1,0 +1,138 @@
+"""Functional policies: log-probabilities by hand, sampling, per-task params, differentiability, errors."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from gymnasium import spaces
+
+from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for_spaces, stack_params
+
+
+def perturbed(params: dict[str, torch.Tensor], seed: int, scale: float = 0.3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: (p + scale * torch.randn(p.shape, generator=g)).detach() for n, p in params.items()}
+
+
+def test_gaussian_log_prob_matches_a_hand_computed_normal() -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden=(16, 16), init_log_std=-0.5)
+    obs, actions = torch.randn(5, 4, 3), torch.randn(5, 4, 2)
+    mean = policy.net(obs)
+    std = torch.full((2,), -0.5).exp()
+    by_hand = (-((actions - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    dist = policy.distribution(None, obs)
+    torch.testing.assert_close(dist.log_prob(actions), by_hand)
+    assert dist.log_prob(actions).shape == (5, 4)
+    torch.testing.assert_close(policy.log_prob(policy(obs), actions), by_hand)  # the closed form act() uses
+
+
+def test_categorical_log_prob_matches_log_softmax() -> None:
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(4, 3, hidden=(8,), activation="relu")
+    obs, actions = torch.randn(6, 2, 4), torch.randint(0, 3, (6, 2))
+    logits = policy.net(obs)
+    by_hand = logits.gather(-1, actions[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    torch.testing.assert_close(policy.distribution(None, obs).log_prob(actions), by_hand)
+    step = policy.act(None, obs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(step.log_probs, policy.distribution(None, obs).log_prob(step.actions))
+
+
+def test_parameters_dict_is_ordered_named_and_the_default() -> None:
+    policy = GaussianMLPPolicy(2, 2)
+    params = policy.parameters_dict()
+    assert isinstance(params, OrderedDict) and list(params) == [n for n, _ in policy.named_parameters()]
+    assert params["log_std"].shape == (2,) and params["net.0.weight"].shape == (64, 2)
+    obs, actions = torch.randn(7, 2), torch.randn(7, 2)
+    torch.testing.assert_close(policy.distribution(params, obs).log_prob(actions), policy.distribution(None, obs).log_prob(actions))
+    other = perturbed(params, 1)
+    assert not torch.allclose(policy.distribution(other, obs).log_prob(actions), policy.distribution(None, obs).log_prob(actions))
+
+
+def test_sampling_is_seeded_and_follows_the_distribution() -> None:
+    torch.manual_seed(0)
+    gaussian = GaussianMLPPolicy(2, 2, init_log_std=math.log(0.5))
+    obs = torch.zeros(20000, 2)
+    first = gaussian.act(None, obs, torch.Generator().manual_seed(3)).actions
+    assert torch.equal(first, gaussian.act(None, obs, torch.Generator().manual_seed(3)).actions)
+    torch.testing.assert_close(first.std(0), torch.full((2,), 0.5), atol=0.02, rtol=0)
+    torch.testing.assert_close(gaussian.act(None, obs, deterministic=True).actions, gaussian.net(obs))
+
+    categorical = CategoricalMLPPolicy(2, 4)
+    with torch.no_grad():
+        categorical.net[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0, -1.0]))
+        categorical.net[-1].weight.zero_()
+    arms = categorical.act(None, obs, torch.Generator().manual_seed(0)).actions
+    frequencies = torch.bincount(arms, minlength=4).float() / len(arms)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0, 1.0, 2.0, -1.0]).softmax(0), atol=0.015, rtol=0)
+    assert torch.equal(categorical.act(None, obs[:3], deterministic=True).actions, torch.full((3,), 2))
+
+
+def test_an_inner_step_through_functional_params_is_differentiable() -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8, 8))
+    theta = policy.parameters_dict()
+    obs, actions, advantages = torch.randn(10, 2), torch.randn(10, 2), torch.randn(10)
+    inner_loss = -(policy.distribution(theta, obs).log_prob(actions) * advantages).mean()
+    grads = torch.autograd.grad(inner_loss, list(theta.values()), create_graph=True)
+    adapted = {n: p - 0.1 * g for (n, p), g in zip(theta.items(), grads)}
+    outer = -policy.distribution(adapted, obs).log_prob(actions).mean()
+    outer.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
+    assert grads[0].grad_fn is not None  # second-order terms are in the graph
+
+
+@pytest.mark.parametrize("policy_class", ["gaussian", "categorical"])
+def test_stacked_per_task_params_match_one_call_per_task(policy_class: str) -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, hidden=(8, 8)) if policy_class == "gaussian" else CategoricalMLPPolicy(3, 4, hidden=(8, 8))
+    per_task = [perturbed(policy.parameters_dict(), seed) for seed in range(4)]
+    stacked = {n: v.requires_grad_() for n, v in stack_params(per_task).items()}
+    obs = torch.randn(5, 4, 6, 3)  # (H, T, B, obs_dim)
+    dist = policy.distribution(stacked, obs, task_dim=1)
+    actions = dist.sample()
+    log_probs = dist.log_prob(actions)
+    assert log_probs.shape == (5, 4, 6)
+    for i, params in enumerate(per_task):
+        torch.testing.assert_close(log_probs[:, i], policy.distribution(params, obs[:, i]).log_prob(actions[:, i]))
+    log_probs[:, 2].sum().backward()  # only task 2's parameters receive a gradient
+    assert stacked["net.0.weight"].grad[2].abs().sum() > 0
+    assert stacked["net.0.weight"].grad[[0, 1, 3]].abs().sum() == 0
+
+
+def test_integer_observations_are_one_hot_encoded() -> None:
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(5, 2, hidden=(8,))
+    states = torch.tensor([[0, 4], [2, 2]])
+    by_hand = policy.distribution(None, torch.nn.functional.one_hot(states, 5).float())
+    torch.testing.assert_close(policy.distribution(None, states).logits, by_hand.logits)
+
+
+def test_policy_for_spaces_picks_the_distribution() -> None:
+    box = spaces.Box(-1, 1, shape=(3,))
+    assert isinstance(policy_for_spaces(box, spaces.Box(-1, 1, shape=(2,))), GaussianMLPPolicy)
+    categorical = policy_for_spaces(spaces.Discrete(6), spaces.Discrete(4))
+    assert isinstance(categorical, CategoricalMLPPolicy) and categorical.obs_dim == 6
+    with pytest.raises(TypeError, match="action_space"):
+        policy_for_spaces(box, spaces.MultiBinary(3))
+
+
+@pytest.mark.parametrize(
+    ("make", "argument"),
+    [
+        (lambda: GaussianMLPPolicy(2, 2, activation="sigmoid"), "activation must be one of \\['relu', 'tanh'\\]"),
+        (lambda: GaussianMLPPolicy(0, 2), "obs_dim"),
+        (lambda: GaussianMLPPolicy(2, 0), "act_dim"),
+        (lambda: CategoricalMLPPolicy(2, 0), "n_actions"),
+        (lambda: CategoricalMLPPolicy(2, 3, hidden=64), "hidden"),
+        (lambda: GaussianMLPPolicy(2, 2).distribution({"log_std": torch.zeros(2)}, torch.zeros(1, 2)), "params"),
+        (lambda: GaussianMLPPolicy(2, 2).act(stack_params([GaussianMLPPolicy(2, 2).parameters_dict()] * 3), torch.zeros(3, 2)), "task_dim"),
+        (lambda: GaussianMLPPolicy(2, 2).act(stack_params([GaussianMLPPolicy(2, 2).parameters_dict()] * 3), torch.zeros(4, 2), task_dim=0), "tasks"),
+    ],
+)
+def test_bad_inputs_raise_value_errors_naming_the_argument(make, argument: str) -> None:
+    with pytest.raises(ValueError, match=argument):
+        make()
