@@ -1,0 +1,488 @@
+"""Graded checks for notebook 01, the MAML objective.
+
+Each ``check_*`` function takes the student's function, runs it on a small seeded problem, and
+compares the result with the library's reference (``functional.adapt``, ``maml.meta_gradient_loop``,
+``tasks.linear_maml_meta_gradient``). When the answer is wrong it also compares it with the answers
+that the usual mistakes produce (the FOMAML gradient where MAML was asked for, a step uphill, the
+module's own parameters instead of θ, one inner step instead of ``steps`` ...) and names the mistake.
+Structure is checked too: with ``create_graph=True`` the adapted parameters θ′ must remember how the
+inner gradient depends on θ (∂θ′/∂θ ≠ I); with ``create_graph=False`` they must not (∂θ′/∂θ = I).
+
+The problems are tiny (a tanh network with one hidden layer of 8 units, float64 by default), so every
+check runs in well under a second; hidden tests call the same checks with other seeds, the Finn ReLU
+network in float32, or more inner steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, passed
+from metalearn_edu.functional import Params, adapt, forward, make_mlp, mse, params_of
+from metalearn_edu.tasks import LinearRegressionTasks, SinusoidTasks, linear_maml_meta_gradient
+
+__all__ = [
+    "check_fomaml_gradient",
+    "check_inner_step",
+    "check_linear_meta_gradient",
+    "check_maml_meta_gradient",
+    "check_reptile_direction",
+]
+
+# ----------------------------------------------------------------------------------------------
+# hints shared by several checks
+
+HINT_ITEM = (
+    "the loss you differentiate is not connected to θ any more: was it turned into a Python number with "
+    ".item() or float(), detached, or computed under torch.no_grad()? Keep every loss a tensor."
+)
+HINT_UNUSED = (
+    "torch.autograd.grad was asked for the gradient with respect to tensors the loss never used: compute "
+    "the loss with forward(model, params, x) and the params you were given (not model(x), and not the "
+    "parameters of a freshly created network: adaptation starts from θ)."
+)
+HINT_SECOND_BACKWARD = (
+    "the graph was freed by a first backward pass; create_graph=True (which also keeps the graph) is "
+    "needed wherever the result will be differentiated again."
+)
+HINT_DTYPE = "a tensor has the wrong dtype: create new tensors with dtype=<input>.dtype (the problem is float64)."
+HINT_OWN_PARAMS = (
+    "you used the module's own parameters (model(x) or params_of(model)) instead of the params argument: "
+    "the adapted model must start from the θ you were given, with forward(model, params, x)."
+)
+HINT_SIGN = "the inner step went uphill: gradient descent subtracts, θ′ = θ − α ∇L_support(θ)."
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def hint_for_error(err: BaseException) -> str | None:
+    """A hint for the errors that the common meta-gradient mistakes raise (None if not recognised)."""
+    message = str(err)
+    if "does not require grad and does not have a grad_fn" in message:
+        return HINT_ITEM
+    if isinstance(err, TypeError) and ("float" in message or "Tensor" in message):
+        return HINT_ITEM + " (autograd only accepts tensors)"
+    if "appears to not have been used in the graph" in message:
+        return HINT_UNUSED
+    if "backward through the graph a second time" in message:
+        return HINT_SECOND_BACKWARD
+    if "dtype" in message or ("Double" in message and "Float" in message):
+        return HINT_DTYPE
+    return None
+
+
+def call_student(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the student's ``fn``; turn an unexpected exception into a CheckFailed with a hint.
+
+    NotImplementedError (a blank answer) and CheckFailed propagate unchanged; the original exception
+    is chained, so its traceback is still shown below the message.
+    """
+    if not callable(fn):
+        raise CheckFailed(name, expected="a function", got=f"a {type(fn).__name__}",
+                          hint=f"run the cell that defines {name} (and do not assign something else to that name)")
+    try:
+        return fn(*args, **kwargs)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as err:
+        raise CheckFailed(
+            f"calling {name}",
+            expected="it to return without an error",
+            got=f"{type(err).__name__}: {_first_line(err)}",
+            hint=hint_for_error(err) or "read the error above this message (the traceback of your code) and fix that line",
+        ) from err
+
+
+# ----------------------------------------------------------------------------------------------
+# small seeded problems
+
+
+@dataclass
+class Problem:
+    """One regression task and a network: θ deliberately differs from the module's own parameters."""
+
+    model: nn.Module
+    params: Params
+    x_s: Tensor
+    y_s: Tensor
+    x_q: Tensor
+    y_q: Tensor
+
+    def theta(self) -> Params:
+        """Fresh leaf copies of θ (requires_grad), so a student's in-place edits never leak between calls."""
+        return {n: p.detach().clone().requires_grad_(True) for n, p in self.params.items()}
+
+
+def make_problem(seed: int = 0, *, hidden: Sequence[int] = (8,), activation: str = "tanh",
+                 dtype: torch.dtype = torch.float64, shots: int = 5, query: int = 7) -> Problem:
+    """A small sinusoid task and an MLP; the global random state is left untouched."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_mlp(1, hidden, 1, activation).to(dtype)
+    params = {
+        n: (p.detach() + 0.3 * torch.randn(p.shape, generator=generator, dtype=dtype)).requires_grad_(True)
+        for n, p in params_of(model).items()
+    }
+    batch = SinusoidTasks().sample(1, shots, query, generator, dtype=dtype)
+    return Problem(model, params, batch.x_support[0], batch.y_support[0], batch.x_query[0], batch.y_query[0])
+
+
+def random_direction(params: Params, seed: int) -> Params:
+    """A seeded random vector with the shapes of ``params`` (for vector-Jacobian products)."""
+    generator = torch.Generator().manual_seed(seed + 1000)
+    return {n: torch.randn(p.shape, generator=generator, dtype=p.dtype) for n, p in params.items()}
+
+
+def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    return (1e-8, 1e-6) if dtype == torch.float64 else (2e-5, 2e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# comparing dicts of tensors
+
+
+def expect_params_like(name: str, got: Any, reference: Params, hint: str | None = None) -> None:
+    """Fail unless ``got`` is a dict with the keys of ``reference`` and tensors of the same shapes and dtypes."""
+    if not isinstance(got, dict):
+        raise CheckFailed(name, expected=f"a dict {{parameter name: tensor}} with keys {list(reference)}",
+                          got=f"a {type(got).__name__}",
+                          hint=hint or "return one tensor per parameter, in a dict keyed like params")
+    if list(got) != list(reference) and set(got) != set(reference):
+        raise CheckFailed(name, expected=f"keys {sorted(reference)}", got=f"keys {sorted(map(str, got))}",
+                          hint=hint or "keep the parameter names of params, e.g. {name: ... for name, p in params.items()}")
+    for key, ref in reference.items():
+        value = got[key]
+        if value is None:
+            raise CheckFailed(f"{name}[{key!r}]", expected="a tensor", got="None",
+                              hint="None means the loss does not depend on this parameter: " + HINT_UNUSED)
+        if not isinstance(value, Tensor):
+            raise CheckFailed(f"{name}[{key!r}]", expected="a torch.Tensor", got=f"a {type(value).__name__}",
+                              hint=hint or "keep every value a tensor")
+        expect_shape(f"{name}[{key!r}]", value, tuple(ref.shape), hint=hint)
+        if value.dtype != ref.dtype:
+            raise CheckFailed(f"{name}[{key!r}].dtype", expected=str(ref.dtype), got=str(value.dtype), hint=HINT_DTYPE)
+
+
+def _flat(params: Params) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params.values()])
+
+
+def _numbers(flat: Tensor, count: int = 4) -> str:
+    """The first few entries of a flat tensor, for messages."""
+    head = ", ".join(f"{v:.4g}" for v in flat[:count].tolist())
+    return f"[{head}{', ...' if flat.numel() > count else ''}]"
+
+
+def _close(a: Params | Tensor, b: Params | Tensor, atol: float, rtol: float) -> bool:
+    fa = a.detach().reshape(-1) if isinstance(a, Tensor) else _flat(a)
+    fb = b.detach().reshape(-1) if isinstance(b, Tensor) else _flat(b)
+    return fa.shape == fb.shape and bool(torch.allclose(fa.to(fb.dtype), fb, atol=atol, rtol=rtol))
+
+
+def diagnose(name: str, got: Params | Tensor, reference: Params | Tensor, mistakes: Sequence[tuple[Params | Tensor, str]],
+             *, atol: float, rtol: float, hint: str) -> None:
+    """Pass if ``got`` matches ``reference``; else name the first known mistake it matches, else show the numbers."""
+    if _close(got, reference, atol, rtol):
+        return
+    got_flat = got.detach().reshape(-1) if isinstance(got, Tensor) else _flat(got)
+    ref_flat = reference.detach().reshape(-1) if isinstance(reference, Tensor) else _flat(reference)
+    for wrong, explanation in mistakes:
+        if _close(got, wrong, atol, rtol):
+            raise CheckFailed(name, expected=_numbers(ref_flat), got=f"{_numbers(got_flat)}, what a common mistake gives",
+                              hint=explanation)
+    expect_close(f"{name} (all entries, flattened)", got_flat, ref_flat, atol=atol, rtol=rtol, hint=hint)
+
+
+def adapt_any_lr(model: nn.Module, params: Params, x: Tensor, y: Tensor, *, lr: float, steps: int = 1,
+                 first_order: bool = False) -> Params:
+    """Like ``functional.adapt`` but accepting a negative ``lr``: produces the "step uphill" mistake."""
+    if lr > 0:
+        return adapt(model, params, x, y, lr=lr, steps=steps, first_order=first_order)
+    for _ in range(steps):
+        grads = torch.autograd.grad(mse(forward(model, params, x), y), tuple(params.values()), create_graph=not first_order)
+        params = {n: p - lr * (g.detach() if first_order else g) for (n, p), g in zip(params.items(), grads)}
+    return params
+
+
+def _detached(params: Params) -> Params:
+    return {n: p.detach() for n, p in params.items()}
+
+
+def _grad(loss: Tensor, params: Params) -> Params:
+    return dict(zip(params, torch.autograd.grad(loss, tuple(params.values()))))
+
+
+def _vjp(outputs: Params, params: Params, direction: Params) -> list[Tensor | None]:
+    """(∂θ′/∂θ)ᵀ v by autograd; None entries where θ′ does not depend on θ."""
+    keys = [k for k in outputs if outputs[k].requires_grad]
+    if not keys:
+        return [None] * len(params)
+    return list(torch.autograd.grad([outputs[k] for k in keys], tuple(params.values()),
+                                    grad_outputs=[direction[k] for k in keys], allow_unused=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Q1: one inner step
+
+
+def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden: Sequence[int] = (8,),
+                     activation: str = "tanh", dtype: torch.dtype = torch.float64, lr: float = 0.3) -> None:
+    """``inner_step(model, params, x, y, lr, create_graph)`` must return θ′ = θ − α∇L(θ) as a dict.
+
+    Values are compared with ``functional.adapt``; the structure with a vector-Jacobian product:
+    ``create_graph=True`` gives ∂θ′/∂θ = I − α∇²L (MAML), ``create_graph=False`` gives ∂θ′/∂θ = I (FOMAML).
+    """
+    problem = make_problem(seed, hidden=hidden, activation=activation, dtype=dtype)
+    model, x, y = problem.model, problem.x_s, problem.y_s
+    atol, rtol = _tolerances(dtype)
+    direction = random_direction(problem.params, seed)
+    for create_graph in (False, True):
+        label = f"inner_step(..., create_graph={create_graph})"
+        theta = problem.theta()
+        before = _detached({n: p.clone() for n, p in theta.items()})
+        out = call_student(inner_step, "inner_step", model, theta, x, y, lr, create_graph)
+        expect_params_like(label, out, theta)
+        if not _close(theta, before, 0.0, 0.0):
+            raise CheckFailed("params after inner_step", expected="unchanged (θ is needed again for the outer gradient)",
+                              got="modified in place", hint="build new tensors (p - lr * g); do not use p -= ..., p.data or optimizer.step()")
+        reference_theta = problem.theta()
+        reference = adapt(model, reference_theta, x, y, lr=lr, steps=1, first_order=not create_graph)
+        mistakes = [
+            (adapt_any_lr(model, problem.theta(), x, y, lr=-lr, first_order=True), HINT_SIGN),
+            (before, "θ′ equals θ: the gradient step was not applied (return the new dict, not params)"),
+            (_adapt_from_own(model, x, y, lr), HINT_OWN_PARAMS),
+        ]
+        diagnose(label, out, reference, mistakes, atol=atol, rtol=rtol,
+                 hint="compute loss = mse(forward(model, params, x), y), g = torch.autograd.grad(loss, params.values(), "
+                      "create_graph=create_graph), and return {name: p - lr * g}")
+
+        # structure: how θ′ depends on θ
+        if not all(out[n].requires_grad for n in theta):
+            raise CheckFailed(f"{label}: θ′ connected to θ", expected="tensors that autograd can trace back to θ",
+                              got="tensors with requires_grad=False (detached)",
+                              hint="do not detach θ′ (no .detach(), .data or torch.no_grad()): even in first order, "
+                                   "θ′ = θ − α·g must let the outer gradient flow back to θ; only g may be a constant")
+        vjp = _vjp(out, theta, direction)
+        if any(v is None for v in vjp):
+            raise CheckFailed(f"{label}: θ′ connected to θ", expected="every entry of θ′ to depend on θ", got="a disconnected entry",
+                              hint=HINT_UNUSED)
+        vjp_dict = dict(zip(theta, vjp))
+        if create_graph:
+            ref_vjp = dict(zip(reference_theta, _vjp(reference, reference_theta, direction)))
+            if _close(vjp_dict, direction, atol, rtol):
+                raise CheckFailed(f"{label}: ∂θ′/∂θ", expected="I − α∇²L_support(θ) (the graph of the gradient is kept)",
+                                  got="the identity: the gradient was treated as a constant",
+                                  hint="pass create_graph=create_graph to torch.autograd.grad so that θ′ remembers how "
+                                       "∇L_support depends on θ; without it, MAML silently becomes FOMAML")
+            diagnose(f"{label}: (∂θ′/∂θ)ᵀv", vjp_dict, ref_vjp, [], atol=atol, rtol=rtol,
+                     hint="θ′ must be θ − lr * g with g from torch.autograd.grad(..., create_graph=True)")
+        else:
+            if not _close(vjp_dict, direction, atol, rtol):
+                raise CheckFailed(f"{label}: ∂θ′/∂θ", expected="the identity (first order: the gradient is a constant)",
+                                  got="a Jacobian with a second-order term",
+                                  hint="pass the create_graph argument through to torch.autograd.grad instead of always "
+                                       "using create_graph=True")
+    passed("inner_step: θ′ = θ − α∇L_support(θ); create_graph=True keeps the second-order term, False drops it")
+
+
+def _adapt_from_own(model: nn.Module, x: Tensor, y: Tensor, lr: float, steps: int = 1) -> Params:
+    own = {n: p.detach().clone().requires_grad_(True) for n, p in params_of(model).items()}
+    return _detached(adapt(model, own, x, y, lr=lr, steps=steps, first_order=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Q2 and Q4: MAML and FOMAML meta-gradients of one task
+
+
+def _outer_gradient(problem: Problem, *, lr: float, steps: int, first_order: bool, start: Params | None = None) -> Params:
+    """dL_query(θ′)/dθ for one task, through ``steps`` inner steps (or ∇L_query(θ′) if first order)."""
+    theta = problem.theta() if start is None else {n: p.detach().clone().requires_grad_(True) for n, p in start.items()}
+    adapted = adapt_any_lr(problem.model, theta, problem.x_s, problem.y_s, lr=lr, steps=steps, first_order=first_order)
+    return _grad(mse(forward(problem.model, adapted, problem.x_q), problem.y_q), theta)
+
+
+def _query_gradient_at_theta(problem: Problem) -> Params:
+    theta = problem.theta()
+    return _grad(mse(forward(problem.model, theta, problem.x_q), problem.y_q), theta)
+
+
+def _outer_gradient_mistakes(problem: Problem, *, lr: float, steps: int, first_order: bool) -> list[tuple[Params, str]]:
+    """The meta-gradients that the common mistakes produce, each with what to fix."""
+    own = params_of(problem.model)
+    mistakes = [
+        (_query_gradient_at_theta(problem),
+         "this is ∇L_query(θ), the gradient before adaptation: first adapt θ′ on the support set, then "
+         "differentiate the query loss at θ′"),
+        (_outer_gradient(problem, lr=-lr, steps=steps, first_order=first_order), HINT_SIGN),
+        (_outer_gradient(problem, lr=lr, steps=steps, first_order=first_order, start=own), HINT_OWN_PARAMS),
+    ]
+    if first_order:
+        mistakes.insert(0, (_outer_gradient(problem, lr=lr, steps=steps, first_order=False),
+                            "this is the full MAML meta-gradient: FOMAML drops the second-order term, so adapt with "
+                            "create_graph=False (first_order=True): the inner gradient is a constant"))
+    else:
+        mistakes.insert(0, (_outer_gradient(problem, lr=lr, steps=steps, first_order=True),
+                            "this is the FOMAML gradient ∇L_query(θ′): the Hessian term is missing. Adapt with "
+                            "create_graph=True (adapt(..., first_order=False) or inner_step(..., create_graph=True)) and "
+                            "differentiate the query loss with respect to θ, not θ′"))
+    if steps > 1:
+        mistakes.append((_outer_gradient(problem, lr=lr, steps=1, first_order=first_order),
+                         f"this is the result of one inner step; take steps={steps} steps, each starting from the previous θ_k"))
+    return mistakes
+
+
+def _check_outer_gradient(fn: Callable[..., Params], fn_name: str, *, first_order: bool, seed: int, steps: int, lr: float,
+                          hidden: Sequence[int], activation: str, dtype: torch.dtype) -> None:
+    problem = make_problem(seed, hidden=hidden, activation=activation, dtype=dtype)
+    theta = problem.theta()
+    out = call_student(fn, fn_name, problem.model, theta, problem.x_s, problem.y_s, problem.x_q, problem.y_q, lr, steps=steps)
+    label = f"{fn_name}(..., lr={lr}, steps={steps})"
+    expect_params_like(label, out, theta, hint="return {name: gradient} with one entry per parameter of θ")
+    reference = _outer_gradient(problem, lr=lr, steps=steps, first_order=first_order)
+    atol, rtol = _tolerances(dtype)
+    diagnose(label, out, reference, _outer_gradient_mistakes(problem, lr=lr, steps=steps, first_order=first_order),
+             atol=atol, rtol=rtol,
+             hint="adapt θ′ from params on (x_s, y_s), compute the query loss at θ′ on (x_q, y_q), and take "
+                  "torch.autograd.grad of it with respect to params.values()")
+
+
+def check_maml_meta_gradient(maml_meta_gradient_one_task: Callable[..., Params], *, seed: int = 0, steps: int = 1, lr: float = 0.3,
+                             hidden: Sequence[int] = (8,), activation: str = "tanh", dtype: torch.dtype = torch.float64) -> None:
+    """``maml_meta_gradient_one_task(model, params, x_s, y_s, x_q, y_q, lr, steps=...)`` = dL_query(θ′)/dθ.
+
+    Compared with autograd through ``functional.adapt`` (second order); FOMAML, no adaptation, a step
+    uphill, the module's own parameters and a single inner step are each recognised and named.
+    """
+    _check_outer_gradient(maml_meta_gradient_one_task, "maml_meta_gradient_one_task", first_order=False, seed=seed,
+                          steps=steps, lr=lr, hidden=hidden, activation=activation, dtype=dtype)
+    passed(f"MAML meta-gradient ({steps} inner step{'s' if steps != 1 else ''}) matches autograd through the inner loop")
+
+
+def check_fomaml_gradient(fomaml_gradient: Callable[..., Params], *, seed: int = 0, steps: int = 1, lr: float = 0.3,
+                          hidden: Sequence[int] = (8,), activation: str = "tanh", dtype: torch.dtype = torch.float64) -> None:
+    """``fomaml_gradient(model, params, x_s, y_s, x_q, y_q, lr, steps=...)`` = ∇L_query(θ′) with θ′ first order."""
+    _check_outer_gradient(fomaml_gradient, "fomaml_gradient", first_order=True, seed=seed, steps=steps, lr=lr,
+                          hidden=hidden, activation=activation, dtype=dtype)
+    passed(f"FOMAML gradient ({steps} inner step{'s' if steps != 1 else ''}): ∇L_query(θ′), the Hessian term dropped")
+
+
+# ----------------------------------------------------------------------------------------------
+# Q3: the closed form on linear regression
+
+
+def _linear_variant(theta: Tensor, x_s: Tensor, y_s: Tensor, x_q: Tensor, y_q: Tensor, lr: float, steps: int, *,
+                    factor: float = 2.0, hessian: bool = True, at_theta: bool = False, sign: float = 1.0,
+                    jacobian_power: int | None = None) -> Tensor:
+    """The closed form with one deliberate change (used to recognise common mistakes)."""
+    k, d = x_s.shape
+    q = x_q.shape[0]
+    theta_prime = theta.clone()
+    if not at_theta:
+        for _ in range(steps):
+            theta_prime = theta_prime - sign * lr * (factor / k) * x_s.T @ (x_s @ theta_prime - y_s[:, 0])
+    grad_q = (factor / q) * x_q.T @ (x_q @ theta_prime - y_q[:, 0])
+    if not hessian:
+        return grad_q
+    h_s = factor / k * x_s.T @ x_s
+    power = steps if jacobian_power is None else jacobian_power
+    return torch.linalg.matrix_power(torch.eye(d, dtype=theta.dtype) - sign * lr * h_s, power) @ grad_q
+
+
+def check_linear_meta_gradient(linear_meta_gradient: Callable[..., Tensor], *, seed: int = 0, dim: int = 3, shots: int = 5,
+                               query: int = 8, lr: float = 0.1, steps: int = 1) -> None:
+    """``linear_meta_gradient(theta, x_s, y_s, x_q, y_q, lr, steps=...)``: (I − αH_s)^steps ∇L_q(θ′), no autograd.
+
+    Runs under ``torch.no_grad()`` (the closed form needs none); compared with
+    ``tasks.linear_maml_meta_gradient``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    batch = LinearRegressionTasks(dim).sample(1, shots, query, generator)  # float64
+    theta = torch.randn(dim, generator=generator, dtype=torch.float64)
+    args = (batch.x_support[0], batch.y_support[0], batch.x_query[0], batch.y_query[0])
+    label = f"linear_meta_gradient(..., lr={lr}, steps={steps})"
+    with torch.no_grad():
+        try:
+            out = call_student(linear_meta_gradient, "linear_meta_gradient", theta.clone(), *args, lr, steps=steps)
+        except CheckFailed as err:
+            if err.__cause__ is not None and "grad" in str(err.__cause__):
+                raise CheckFailed(err.what, expected=err.expected, got=err.got,
+                                  hint="this is the closed-form question: build ∇L = (2/n) Xᵀ(Xθ − y) and "
+                                       "H = (2/n) XᵀX with matrix products, no autograd needed") from err.__cause__
+            raise
+    if not isinstance(out, Tensor):
+        raise CheckFailed(label, expected="a torch.Tensor of shape (d,)", got=f"a {type(out).__name__}",
+                          hint="return the meta-gradient as a tensor")
+    expect_shape(label, out, (dim,), hint="θ has shape (d,); y has shape (n, 1): use y[:, 0] (or squeeze) so the result is (d,)")
+    if out.dtype != theta.dtype:
+        raise CheckFailed(f"{label}.dtype", expected=str(theta.dtype), got=str(out.dtype),
+                          hint="create the identity with torch.eye(d, dtype=theta.dtype)")
+    reference = linear_maml_meta_gradient(theta, *args, lr=lr, steps=steps)
+    mistakes = [
+        (_linear_variant(theta, *args, lr, steps, hessian=False),
+         "this is ∇L_query(θ′) alone, the FOMAML gradient: multiply by the Jacobian (I − α H_support) "
+         "(to the power steps), with H_support = (2/K) XᵀX"),
+        (_linear_variant(theta, *args, lr, steps, at_theta=True),
+         "the query gradient was evaluated at θ: evaluate it at the adapted θ′ = θ − α∇L_support(θ)"),
+        (_linear_variant(theta, *args, lr, steps, sign=-1.0), HINT_SIGN),
+        (_linear_variant(theta, *args, lr, steps, factor=1.0),
+         "a factor 2 is missing: for L = (1/n)‖Xθ − y‖², ∇L = (2/n) Xᵀ(Xθ − y) and H = (2/n) XᵀX"),
+    ]
+    if steps > 1:
+        mistakes.append((_linear_variant(theta, *args, lr, steps, jacobian_power=1),
+                         f"the Jacobian of {steps} inner steps is the product of {steps} factors: (I − αH)^{steps} "
+                         "(torch.linalg.matrix_power)"))
+        mistakes.append((_linear_variant(theta, *args, lr, 1),
+                         f"this is the one-step answer: with steps={steps}, take {steps} inner steps and raise "
+                         f"(I − αH) to the power {steps}"))
+    diagnose(label, out, reference, mistakes, atol=1e-9, rtol=1e-7,
+             hint="θ′ = θ − α(2/K) X_sᵀ(X_s θ − y_s) (repeat steps times); g_q = (2/Q) X_qᵀ(X_q θ′ − y_q); "
+                  "return (I − α(2/K) X_sᵀX_s)^steps g_q")
+    passed(f"closed-form meta-gradient on linear regression ({steps} inner step{'s' if steps != 1 else ''}) matches")
+
+
+# ----------------------------------------------------------------------------------------------
+# Q5: the Reptile direction
+
+
+def check_reptile_direction(reptile_direction: Callable[..., Params], *, seed: int = 0, steps: int = 3, lr: float = 0.1,
+                            hidden: Sequence[int] = (8,), activation: str = "tanh", dtype: torch.dtype = torch.float64) -> None:
+    """``reptile_direction(model, params, x, y, lr, steps)`` = θ − φ, φ after ``steps`` SGD steps from θ on (x, y)."""
+    problem = make_problem(seed, hidden=hidden, activation=activation, dtype=dtype)
+    x = torch.cat([problem.x_s, problem.x_q])
+    y = torch.cat([problem.y_s, problem.y_q])
+    theta = problem.theta()
+    out = call_student(reptile_direction, "reptile_direction", problem.model, theta, x, y, lr, steps)
+    label = f"reptile_direction(..., lr={lr}, steps={steps})"
+    expect_params_like(label, out, theta, hint="return {name: θ − φ} with one entry per parameter")
+
+    def phi_from(start: Params, n_steps: int, step_lr: float = lr) -> Params:
+        leaves = {n: p.detach().clone().requires_grad_(True) for n, p in start.items()}
+        return _detached(adapt(problem.model, leaves, x, y, lr=step_lr, steps=n_steps, first_order=True))
+
+    base = _detached(problem.params)
+    phi = phi_from(base, steps)
+    reference = {n: base[n] - phi[n] for n in base}
+    one = phi_from(base, 1)
+    own = _detached(params_of(problem.model))
+    own_phi = phi_from(own, steps)
+    mistakes = [
+        ({n: phi[n] - base[n] for n in base},
+         "wrong sign: the Reptile direction is θ − φ, used like a gradient (θ ← θ − β(θ − φ) moves θ towards φ)"),
+        (phi, "this is φ itself: return the difference θ − φ"),
+        ({n: base[n] - one[n] for n in base},
+         f"only one SGD step was taken: run steps={steps} steps, each from the previous φ_k"),
+        ({n: own[n] - own_phi[n] for n in base}, HINT_OWN_PARAMS),
+    ]
+    atol, rtol = _tolerances(dtype)
+    diagnose(label, out, reference, mistakes, atol=atol, rtol=rtol,
+             hint="φ = θ; repeat steps times: φ ← φ − lr ∇L(φ) on (x, y); return {name: θ − φ}")
+    passed(f"Reptile direction θ − φ after {steps} SGD step{'s' if steps != 1 else ''} matches")
