@@ -44,6 +44,7 @@ from metalearn_edu.rl.exact import (
 )
 from metalearn_edu.rl.inner import adapt_policy
 from metalearn_edu.rl.objectives import dice_surrogate, pg_surrogate
+from metalearn_edu.rl.policies import CategoricalMLPPolicy
 
 torch.set_num_threads(1)
 HORIZON, GAMMA = 3, 0.9
@@ -153,6 +154,42 @@ def test_adapt_policy_is_one_ascent_step_per_task_and_first_order_detaches_it():
     torch.testing.assert_close(twice["logits"], again["logits"])
 
 
+def _meta_gradient_through(policy, params, batch, post, **options):
+    adapted = adapt_policy(policy, params, batch, lr=0.3, gamma=GAMMA, **options)
+    log_probs = policy.distribution(adapted, post.observations, task_dim=1).log_prob(post.actions)
+    outer = dice_surrogate(log_probs, post.rewards, post.mask, GAMMA).sum()
+    return adapted, torch.autograd.grad(outer, list(params.values()))
+
+
+@pytest.mark.parametrize("estimator", ["naive", "dice", "lvc"])
+def test_vectorized_adaptation_equals_the_per_task_loop(estimator):
+    task_a, logits = _problem()
+    task_b, _ = _problem(seed=1)
+    generator = torch.Generator().manual_seed(0)
+    batch = sample_tabular_episodes([task_a, task_b], logits, HORIZON, 16, generator)
+    post = sample_tabular_episodes([task_a, task_b], logits, HORIZON, 16, generator)
+    tabular = (TabularSoftmaxPolicy(2, 2), {"logits": logits.clone().requires_grad_(True)})
+    torch.manual_seed(0)
+    mlp = CategoricalMLPPolicy(obs_dim=2, n_actions=2, hidden=(8,))  # float32 params, float64 rewards
+    for policy, params in (tabular, (mlp, mlp.parameters_dict())):
+        options = dict(estimator=estimator, steps=2, baseline=LinearFeatureBaseline(num_observations=2))
+        loop, loop_grads = _meta_gradient_through(policy, params, batch, post, vectorize=False, **options)
+        fast, fast_grads = _meta_gradient_through(policy, params, batch, post, vectorize=True, **options)
+        for name in params:
+            torch.testing.assert_close(fast[name], loop[name])
+        for fast_grad, loop_grad in zip(fast_grads, loop_grads):
+            torch.testing.assert_close(fast_grad, loop_grad)
+
+
+def test_step_reduction_divides_the_inner_step_by_the_episode_length():
+    task, logits = _problem()
+    batch = sample_tabular_episodes([task], logits, HORIZON, 16, torch.Generator().manual_seed(0))
+    policy, params = TabularSoftmaxPolicy(2, 2), {"logits": logits}
+    by_episode = adapt_policy(policy, params, batch, lr=0.3, gamma=GAMMA)["logits"]
+    by_step = adapt_policy(policy, params, batch, lr=0.3, gamma=GAMMA, reduction="step")["logits"]
+    torch.testing.assert_close(by_step - logits, (by_episode - logits) / HORIZON)  # full-length episodes
+
+
 @pytest.mark.parametrize("estimator", ["naive", "dice"])
 def test_linear_baseline_reduces_the_variance_of_the_inner_step(estimator):
     task, logits = _problem()
@@ -181,6 +218,8 @@ def test_adapt_policy_rejects_bad_arguments_by_name():
         adapt_policy(policy, params, batch, lr=0.1, steps=0)
     with pytest.raises(ValueError, match="gae_lambda"):
         adapt_policy(policy, params, batch, lr=0.1, estimator="dice", gae_lambda=0.9)
+    with pytest.raises(ValueError, match="reduction.*episode, step"):
+        adapt_policy(policy, params, batch, lr=0.1, reduction="sum")
     with pytest.raises(ValueError, match="per_task_params"):
         adapt_policy(policy, params, batch, lr=0.1, per_task_params=True)
 

@@ -15,6 +15,7 @@ from metalearn_edu.rl.objectives import (
     kl_divergence,
     lvc_surrogate,
     magic_box,
+    mean_episode_length,
     pg_surrogate,
     ppo_clip_loss,
     sampled_kl,
@@ -59,6 +60,14 @@ def test_pg_surrogate_is_mean_over_episodes_of_sum_over_time(data):
     grad, hessian = _grad_and_hessian(lambda x: pg_surrogate(x, advantages, mask), log_probs)
     torch.testing.assert_close(grad, advantages * mask / B)
     assert torch.all(hessian == 0)  # no curvature in log pi: only grad^2 log pi survives
+
+
+def test_dividing_by_the_mean_episode_length_gives_the_mean_over_valid_steps(data):
+    log_probs, _, advantages, mask = data
+    lengths = mean_episode_length(mask)
+    torch.testing.assert_close(lengths, mask.sum(0).mean(-1))
+    per_step_mean = (log_probs * advantages * mask).sum((0, 2)) / mask.sum((0, 2))
+    torch.testing.assert_close(pg_surrogate(log_probs, advantages, mask) / lengths, per_step_mean)
 
 
 def test_lvc_has_the_per_step_score_outer_product_only(data):

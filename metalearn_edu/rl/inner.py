@@ -20,12 +20,20 @@ G_t = sum_{k>=t} gamma^(k-t) r_k minus the baseline), the usual MAML-RL choice. 
 drops the gamma^t weight of the gradient of J = E[sum_t gamma^t r_t], which DiCE keeps; compare
 estimators against exact meta-gradients with gamma = 1 (the horizon is finite).
 
-Speed: tasks are adapted in a Python loop (one forward/backward per task and step); for the few
-tens of tasks of meta-RL this costs little next to environment sampling.
+Scale: by default L is the mean over episodes of the sum over time, whose gradient estimates grad J;
+``reduction="step"`` averages over valid steps instead, the convention of rllab and pytorch-maml-rl
+for which Finn's inner lr 0.1 (with normalised advantages) was tuned. On a 100-step horizon the two
+differ by a factor of 100 in step size.
+
+Speed: with a policy whose ``distribution`` takes per-task stacked params (``task_dim``, as the
+policies of :mod:`metalearn_edu.rl.policies` and the tabular policy do), all T tasks are adapted in one
+forward/backward pass; otherwise in a Python loop over tasks (one pass per task), the reference
+implementation, which gives the same result.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -33,9 +41,10 @@ from torch import Tensor
 
 from metalearn_edu.rl.advantages import LinearFeatureBaseline, gae, normalize_advantages, validate_unit_interval
 from metalearn_edu.rl.batch import EpisodeBatch
-from metalearn_edu.rl.objectives import dice_surrogate, lvc_surrogate, pg_surrogate
+from metalearn_edu.rl.objectives import dice_surrogate, lvc_surrogate, mean_episode_length, pg_surrogate
 
 ESTIMATORS = ("naive", "dice", "lvc")
+REDUCTIONS = ("episode", "step")
 
 
 def inner_surrogate(
@@ -93,6 +102,47 @@ def _check_arguments(policy: Any, params: Mapping[str, Tensor], batch: EpisodeBa
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
 
+def _takes_task_dim(policy: Any) -> bool:
+    """Whether ``policy.distribution`` accepts per-task stacked params with a ``task_dim`` keyword."""
+    try:
+        return "task_dim" in inspect.signature(policy.distribution).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _ascend(
+    policy: Any,
+    start: dict[str, Tensor],
+    episodes: EpisodeBatch,
+    values: Tensor | None,
+    task_dim: int | None,
+    options: dict[str, Any],
+) -> dict[str, Tensor]:
+    """``steps`` ascent steps from ``start`` on ``episodes``; one task (task_dim None) or T stacked tasks.
+
+    With T stacked tasks the surrogate summed over tasks is differentiated once: task i's loss only
+    depends on slice i of the stacked params, so slice i of the gradient is grad L_i.
+    """
+    lr, steps, first_order = options["lr"], options["steps"], options["first_order"]
+    current = dict(start)
+    for _ in range(steps):
+        extra = {} if task_dim is None else {"task_dim": task_dim}
+        log_probs = policy.distribution(current, episodes.observations, **extra).log_prob(episodes.actions)
+        surrogate = inner_surrogate(
+            options["estimator"], log_probs, episodes.rewards, episodes.mask, gamma=options["gamma"],
+            values=values, gae_lambda=options["gae_lambda"], normalize=options["normalize"],
+        )  # (T,)
+        if options["reduction"] == "step":
+            surrogate = surrogate / mean_episode_length(episodes.mask)  # mean over valid steps
+        surrogate = surrogate.sum()  # task i's loss only reaches task i's params
+        grads = torch.autograd.grad(surrogate, list(current.values()), create_graph=not first_order, allow_unused=True)
+        current = {
+            name: value if grad is None else value + lr * (grad.detach() if first_order else grad)
+            for (name, value), grad in zip(current.items(), grads)
+        }
+    return current
+
+
 def adapt_policy(
     policy: Any,
     params: Mapping[str, Tensor],
@@ -107,11 +157,15 @@ def adapt_policy(
     gae_lambda: float = 1.0,
     normalize: bool = False,
     per_task_params: bool = False,
+    reduction: str = "episode",
+    vectorize: bool | None = None,
 ) -> dict[str, Tensor]:
     """Per-task policy-gradient ascent theta'_i = theta + lr * grad L_i(theta), ``steps`` times.
 
     Args:
-        policy: has ``distribution(params, obs)`` whose ``log_prob(actions)`` is (H, 1, B) here.
+        policy: has ``distribution(params, obs)`` whose ``log_prob(actions)`` is (H, 1, B) for one
+            task's episodes; with ``distribution(params, obs, task_dim=...)`` it may also take
+            params stacked per task (see ``vectorize``).
         params: the meta-parameters theta (shared by all tasks), or with ``per_task_params=True``
             a dict of (T, ...) tensors, one set per task (e.g. the result of a previous adaptation).
         batch: T tasks x B episodes sampled with the policy at ``params``.
@@ -124,6 +178,14 @@ def adapt_policy(
             returns of ``batch``; its predictions are the values of GAE and of DiCE's baseline term.
         gae_lambda, normalize: advantage options of the naive and lvc estimators.
         per_task_params: ``params`` carries a leading task dimension T.
+        reduction: "episode": the surrogate is the mean over episodes of the sum over time (its
+            gradient estimates grad J); "step": the mean over valid steps (the surrogate divided by
+            the mean episode length), the convention Finn's inner lr 0.1 was tuned with (rllab,
+            pytorch-maml-rl, with ``normalize=True``). With "episode" on long horizons use a
+            correspondingly smaller lr.
+        vectorize: adapt all T tasks in one pass with params expanded to (T, ...) and
+            ``task_dim=1``, instead of a loop over tasks (same result). None: when the policy's
+            ``distribution`` takes ``task_dim``.
 
     Returns:
         the adapted parameters, each of shape (T, ...): ``{name: stack_i theta'_i[name]}``.
@@ -141,28 +203,22 @@ def adapt_policy(
     num_tasks = batch.num_tasks
     if per_task_params and any(v.shape[:1] != (num_tasks,) for v in params.values()):
         raise ValueError(f"per_task_params=True needs every params tensor to start with T = {num_tasks}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if vectorize is None:
+        vectorize = _takes_task_dim(policy)
+    options = dict(lr=lr, steps=steps, first_order=first_order, estimator=estimator, gamma=gamma,
+                   gae_lambda=gae_lambda, normalize=normalize, reduction=reduction)
+    # a leaf that does not require grad (e.g. evaluation params) still gets adapted
+    start = {n: v if v.requires_grad else v.detach().requires_grad_(True) for n, v in params.items()}
 
-    adapted: list[dict[str, Tensor]] = []
-    for task in range(num_tasks):
-        episodes = batch.task(task)  # (H, 1, B)
+    if vectorize:
+        if not per_task_params:  # the same theta for every task, differentiably
+            start = {n: v.unsqueeze(0).expand(num_tasks, *v.shape) for n, v in start.items()}
+        return _ascend(policy, start, batch, values, 1, options)
+    adapted = []
+    for task in range(num_tasks):  # one forward / backward per task
+        task_start = {n: (v[task] if per_task_params else v) for n, v in start.items()}
         task_values = None if values is None else values[:, task : task + 1]
-        current = {
-            name: (value[task] if per_task_params else value) for name, value in params.items()
-        }
-        # a leaf that does not require grad (e.g. evaluation params) still gets adapted
-        current = {n: v if v.requires_grad else v.detach().requires_grad_(True) for n, v in current.items()}
-        for _ in range(steps):
-            log_probs = policy.distribution(current, episodes.observations).log_prob(episodes.actions)  # (H, 1, B)
-            surrogate = inner_surrogate(
-                estimator, log_probs, episodes.rewards, episodes.mask, gamma=gamma,
-                values=task_values, gae_lambda=gae_lambda, normalize=normalize,
-            ).sum()
-            grads = torch.autograd.grad(
-                surrogate, list(current.values()), create_graph=not first_order, allow_unused=True
-            )
-            current = {
-                name: value if grad is None else value + lr * (grad.detach() if first_order else grad)
-                for (name, value), grad in zip(current.items(), grads)
-            }
-        adapted.append(current)
+        adapted.append(_ascend(policy, task_start, batch.task(task), task_values, None, options))
     return {name: torch.stack([task_params[name] for task_params in adapted]) for name in params}

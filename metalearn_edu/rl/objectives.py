@@ -40,6 +40,17 @@ def _valid(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask > 0, values, torch.zeros_like(values))
 
 
+def mean_episode_length(mask: Tensor) -> Tensor:
+    """The mean number of valid steps per episode, (1/B) sum_{t,b} m_t: (H, T, B) -> (T,).
+
+    Dividing a surrogate of this module by it turns "mean over episodes of the sum over time" into
+    "mean over valid steps", the reduction of rllab / pytorch-maml-rl / ProMP, for which their step
+    sizes (e.g. Finn's inner lr 0.1) were tuned. It is a constant, so only the scale of the gradient
+    changes.
+    """
+    return _sum_time_mean_episodes(mask.detach()).clamp_min(1.0)
+
+
 def magic_box(x: Tensor) -> Tensor:
     """DiCE's MagicBox: exp(x - stop_grad(x)). Its value is 1; its gradient is MagicBox(x) * grad x."""
     return torch.exp(x - x.detach())
