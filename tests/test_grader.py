@@ -83,6 +83,7 @@ EXPECTED = {  # folder -> (points per question, reason fragments)
     "invalid_json": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "not valid notebook JSON"}),
     "empty": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "'add_answer' is missing"}),
     "no_cells": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "has no list of cells"}),
+    "malformed_cell": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "is not a valid notebook"}),
 }
 
 
@@ -107,6 +108,9 @@ def write_submissions(root: Path) -> None:
                                                               "nbformat_minor": 5}))
     (root / "no_cells").mkdir()
     (root / "no_cells" / "01_demo.ipynb").write_text(json.dumps({"metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    (root / "malformed_cell").mkdir()
+    (root / "malformed_cell" / "01_demo.ipynb").write_text(json.dumps({"cells": ["print(1)"], "metadata": {},
+                                                                       "nbformat": 4, "nbformat_minor": 5}))
     (root / "unmatched.ipynb").write_text(dumps_notebook(submission(CORRECT)))
 
 

@@ -8,10 +8,18 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metalearn_edu.cli import add_common_arguments
-from metalearn_edu.course import grader, notebooks
 
+if TYPE_CHECKING:
+    from metalearn_edu.course.grader import SubmissionGrade
+    from metalearn_edu.course.notebooks import Problem
+
+# nbformat/nbclient take about a second to import: ``notebooks`` and ``grader`` are imported only
+# when a course command runs, so ``metalearn-edu --help`` and the other verbs stay fast.
+_DEFAULT_CELL_TIMEOUT = 120.0  # = grader.DEFAULT_CELL_TIMEOUT
+_DEFAULT_TOTAL_TIMEOUT = 1800.0  # = grader.DEFAULT_TOTAL_TIMEOUT
 _UNUSED_OUT = "accepted like on every subcommand; not used by this command"
 
 
@@ -53,10 +61,10 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--assignment", default=None, metavar="NAME",
                    help="grade every PATH against solutions/NAME.ipynb instead of matching by file name")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--cell-timeout", type=_positive_seconds, default=grader.DEFAULT_CELL_TIMEOUT, metavar="S",
-                   help=f"time limit per cell in seconds (default: {grader.DEFAULT_CELL_TIMEOUT:g})")
-    p.add_argument("--timeout", type=_positive_seconds, default=grader.DEFAULT_TOTAL_TIMEOUT, metavar="S",
-                   help=f"time limit per submission in seconds (default: {grader.DEFAULT_TOTAL_TIMEOUT:g})")
+    p.add_argument("--cell-timeout", type=_positive_seconds, default=_DEFAULT_CELL_TIMEOUT, metavar="S",
+                   help=f"time limit per cell in seconds (default: {_DEFAULT_CELL_TIMEOUT:g})")
+    p.add_argument("--timeout", type=_positive_seconds, default=_DEFAULT_TOTAL_TIMEOUT, metavar="S",
+                   help=f"time limit per submission in seconds (default: {_DEFAULT_TOTAL_TIMEOUT:g})")
     _add_common(p, out_help="write grades.json and grades.csv (one row per submission x question) into this folder")
     p.set_defaults(func=_grade)
 
@@ -82,13 +90,15 @@ def _add_common(p: argparse.ArgumentParser, *, out_help: str) -> None:
             action.help = "accepted like on every subcommand; notebooks fix their own seeds"
 
 
-def _print_problems(problems: list[notebooks.Problem]) -> None:
+def _print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"{len(problems)} problem(s) found", file=sys.stderr)
 
 
 def _build(args: argparse.Namespace) -> int:
+    from metalearn_edu.course import notebooks
+
     try:
         written = notebooks.build_exercises(args.solutions, args.exercises)
     except notebooks.CourseError as err:
@@ -102,6 +112,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from metalearn_edu.course import notebooks
+
     problems = notebooks.check_exercises(args.solutions, args.exercises)
     if problems:
         _print_problems(problems)
@@ -113,6 +125,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from metalearn_edu.course import notebooks
 
     paths = [Path(p) for p in args.notebooks]
     for path in paths:
@@ -152,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grade_record(grade: grader.SubmissionGrade) -> dict:
+def _grade_record(grade: SubmissionGrade) -> dict:
     return {
         "submission": grade.submission,
         "assignment": grade.assignment,
@@ -163,7 +177,7 @@ def _grade_record(grade: grader.SubmissionGrade) -> dict:
     }
 
 
-def format_grade_table(grade: grader.SubmissionGrade) -> str:
+def format_grade_table(grade: SubmissionGrade) -> str:
     """The per-question table printed for one submission."""
     head = f"{grade.submission}  [{grade.assignment or 'no matching solution'}]  " \
            f"{grade.points_earned:g} / {grade.points_possible:g}"
@@ -175,7 +189,7 @@ def format_grade_table(grade: grader.SubmissionGrade) -> str:
     return "\n".join(lines)
 
 
-def write_grade_files(grades: list[grader.SubmissionGrade], out: Path) -> None:
+def write_grade_files(grades: list[SubmissionGrade], out: Path) -> None:
     """Write ``grades.json`` (as printed by --json) and ``grades.csv`` (one row per submission x question)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "grades.json").write_text(json.dumps({"submissions": [_grade_record(g) for g in grades]}, indent=1) + "\n")
@@ -190,12 +204,14 @@ def write_grade_files(grades: list[grader.SubmissionGrade], out: Path) -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from metalearn_edu.course import grader, notebooks
+
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"--out: {str(out)!r} exists and is not a folder")
     count = [0]
 
-    def report(grade: grader.SubmissionGrade) -> None:
+    def report(grade: SubmissionGrade) -> None:
         count[0] += 1
         if args.json:
             print(f"graded {count[0]}: {grade.submission} ({grade.points_earned:g}/{grade.points_possible:g})",

@@ -364,8 +364,12 @@ def grade_submission(path: Path, solution_path: Path, solution: NotebookNode, *,
         grade.error = str(err)
         grade.questions = [QuestionScore(q.grade_id, 0.0, q.points, grade.error) for q in questions_of(solution)]
         return grade
-    grade.questions, _ = grade_notebook(solution, submission, cwd=solution_path.parent,
-                                        cell_timeout=cell_timeout, total_timeout=total_timeout)
+    try:
+        grade.questions, _ = grade_notebook(solution, submission, cwd=solution_path.parent,
+                                            cell_timeout=cell_timeout, total_timeout=total_timeout)
+    except Exception as err:  # never let one submission stop the batch
+        grade.error = f"grading failed: {type(err).__name__}: {err}"
+        grade.questions = [QuestionScore(q.grade_id, 0.0, q.points, grade.error) for q in questions_of(solution)]
     return grade
 
 

@@ -195,7 +195,12 @@ def parse_notebook(text: str, name: str) -> NotebookNode:
         raise ValueError(f"{name} is not an nbformat 4 notebook (nbformat={data.get('nbformat')!r})")
     if not isinstance(data.get("cells"), list):
         raise ValueError(f"{name} has no list of cells")
-    return nbformat.v4.reads(text)
+    data.setdefault("metadata", {})
+    data.setdefault("nbformat_minor", 4)
+    try:
+        return nbformat.v4.nbjson.JSONReader().to_notebook(data)  # joins line lists, as nbformat.reads does
+    except Exception as err:  # e.g. a hand-edited cell that is not an object or lacks "outputs"
+        raise ValueError(f"{name} is not a valid notebook ({type(err).__name__}: {err})") from None
 
 
 def read_notebook(path: str | Path) -> NotebookNode:
@@ -206,7 +211,7 @@ def read_notebook(path: str | Path) -> NotebookNode:
 
 def dumps_notebook(nb: NotebookNode) -> str:
     """Deterministic JSON text of a notebook: nbformat's own layout (sorted keys, indent 1) plus a newline."""
-    return nbformat.v4.writes(nb) + "\n"
+    return nbformat.v4.writes(nbformat.from_dict(nb)) + "\n"
 
 
 def write_notebook(nb: NotebookNode, path: str | Path) -> bool:
@@ -329,7 +334,8 @@ def _cell_differences(path: Path, actual: NotebookNode, expected: NotebookNode) 
                      if have.get(key) != want.get(key)]
         if differing:
             what = " and ".join(differing)
-            problems.append(Problem(str(path), f"{what} differs from the generated exercise; {_BUILD_HINT}",
+            verb = "differs" if len(differing) == 1 and not what.endswith("s") else "differ"
+            problems.append(Problem(str(path), f"{what} {verb} from the generated exercise; {_BUILD_HINT}",
                                     index, grade_id_of(want) or grade_id_of(have)))
     if len(actual_cells) != len(expected_cells):
         problems.append(Problem(str(path), f"has {len(actual_cells)} cells, the generated exercise has "
