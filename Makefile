@@ -32,7 +32,7 @@ test: $(STAMP)  ## the whole test suite: library tests, exercise/solution checks
 	$(VENV)/bin/metalearn-edu course check
 	$(PY) -m pytest tests
 ifneq ($(NOTEBOOKS),)
-	METALEARN_EDU_FAST=1 $(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	METALEARN_EDU_FAST=1 $(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 endif
 
 notebooks: $(STAMP)  ## re-execute notebooks/ and solutions/ in full mode (regenerates committed outputs)
