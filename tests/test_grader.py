@@ -43,6 +43,7 @@ STUBBORN_ADD = (
     "import time\n\ndef add(a, b):\n    while True:  # ignores the interrupt\n        try:\n"
     "            time.sleep(0.01)\n        except KeyboardInterrupt:\n            pass"
 )
+WRONG_MEAN = "def mean(xs):\n    return 0"
 EXITING_SCALE = "import os\n\ndef scale(xs, factor):\n    os._exit(1)"
 
 
@@ -79,6 +80,9 @@ EXPECTED = {  # folder -> (points per question, reason fragments)
                       {"scale_test": "CheckFailed", "mean_test": "'mean_answer' is missing"}),
     "infinite_loop": ({"add_test": 0, "scale_test": 2, "mean_test": 1.5}, {"add_test": "TimeoutError"}),
     "stubborn_hang": ({"add_test": 0, "scale_test": 2, "mean_test": 1.5}, {"add_test": "TimeoutError"}),
+    # the test cell is the notebook's last cell: recovering from the hang must not replace or skip it
+    "hang_then_wrong_last": ({"add_test": 0, "scale_test": 2, "mean_test": 0},
+                             {"add_test": "TimeoutError", "mean_test": "AssertionError"}),
     "kernel_death": ({"add_test": 1, "scale_test": 0, "mean_test": 1.5}, {"scale_test": "DeadKernelError"}),
     "invalid_json": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "not valid notebook JSON"}),
     "empty": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "'add_answer' is missing"}),
@@ -100,6 +104,9 @@ def write_submissions(root: Path) -> None:
                                     drop=("add_test", "scale_test", "mean_answer")))
     put("infinite_loop", submission({**CORRECT, "add_answer": LOOPING_ADD}))
     put("stubborn_hang", submission({**CORRECT, "add_answer": STUBBORN_ADD}))
+    hang_then_wrong = submission({**CORRECT, "add_answer": LOOPING_ADD, "mean_answer": WRONG_MEAN})
+    hang_then_wrong.cells = hang_then_wrong.cells[:-1]  # mean_test becomes the last cell
+    put("hang_then_wrong_last", hang_then_wrong)
     put("kernel_death", submission({**CORRECT, "scale_answer": EXITING_SCALE}))
     (root / "invalid_json").mkdir()
     (root / "invalid_json" / "01_demo.ipynb").write_text('{"cells": [ this is not json')

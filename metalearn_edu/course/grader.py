@@ -249,13 +249,17 @@ class _Executor:
             reason = "DeadKernelError: the kernel died while running this cell (os._exit, a crash or out of memory)"
         return status, CellOutcome(status, reason)
 
-    def _run_one(self, cell: NotebookNode, index: int, limit: int) -> tuple[str, str]:
-        """Execute one cell; on timeout nbclient interrupts the kernel and hands back a marked error reply."""
+    def _run_one(self, cell: NotebookNode, index: int, limit: int, *, store_history: bool = True) -> tuple[str, str]:
+        """Execute one cell; on timeout nbclient interrupts the kernel and hands back a marked error reply.
+
+        nbclient stores the executed cell back into ``nb.cells[index]``, so ``index`` must be the
+        cell's own position in the notebook.
+        """
         self.client.timeout = limit
         self.client.error_on_timeout = {"ename": "TimeoutError", "evalue": f"over {limit} s", _TIMEOUT_MARK: True}
         self.replies.pop(index, None)
         try:
-            self.client.execute_cell(cell, index, store_history=index >= 0)
+            self.client.execute_cell(cell, index, store_history=store_history)
         except DeadKernelError:
             return "died", ""
         content = self.replies.get(index, {}).get("content", {})
@@ -270,12 +274,20 @@ class _Executor:
         return "error", f"the kernel answered {content.get('status', 'nothing')!r}"
 
     def _responsive(self) -> bool:
-        """After a timeout: does the kernel answer a trivial cell within a few seconds?"""
+        """After a timeout: does the kernel answer a trivial cell within a few seconds?
+
+        The probe is appended as a scratch cell and removed again: nbclient writes an executed cell
+        back at its index, so running it under any existing index would replace that cell.
+        """
+        probe_limit = max(1, math.ceil(min(_PROBE_TIMEOUT, self.cell_timeout)))
+        self.nb.cells.append(nbformat.v4.new_code_cell("pass"))
         try:
-            probe_limit = max(1, math.ceil(min(_PROBE_TIMEOUT, self.cell_timeout)))
-            return self._run_one(nbformat.v4.new_code_cell("pass"), -1, probe_limit)[0] == "ok"
+            probe_index = len(self.nb.cells) - 1
+            return self._run_one(self.nb.cells[probe_index], probe_index, probe_limit, store_history=False)[0] == "ok"
         except Exception:  # the client failed: the caller restarts the kernel
             return False
+        finally:
+            self.nb.cells.pop()
 
 
 def execute_cells(
