@@ -11,6 +11,8 @@ none) plus the tooling's own fixture. For each notebook:
 
 (b) and (c) together show each check fails *because of* the blanks: the same check cell passes
 when the blanks hold the solution. Each notebook is executed once per session (module fixture).
+At the end of the module a table (graded checks failing on the blank / passing on the solution, per
+notebook) is written to the terminal and recorded as a JUnit property, so CI output shows both.
 """
 
 from __future__ import annotations
@@ -71,6 +73,53 @@ def executed():
     return run
 
 
+@pytest.fixture(scope="module")
+def scoreboard(request):
+    """Per notebook: (graded checks failing on the blank, passing on the solution, graded checks in all).
+
+    Filled by the tests below; printed as a table when the module's tests are done.
+    """
+    board: dict[str, dict[str, int]] = {}
+    yield board
+    lines = _scoreboard_lines(board)
+    if not lines:
+        return
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
+            reporter.write_line("")
+            for line in lines:
+                reporter.write_line(line)
+
+
+def _scoreboard_lines(board: dict[str, dict[str, int]]) -> list[str]:
+    """The table: one row per notebook, '-' where that run was not part of this session."""
+    if not board:
+        return []
+    width = max(len(name) for name in board) + 2
+    head = f"{'notebook':<{width}}{'graded checks':>14}{'fail on blank':>16}{'pass on solution':>19}"
+    rows = [f"course notebooks in fast mode (a graded check must fail on the blank exercise and pass on the solution)",
+            head, "-" * len(head)]
+    for name in sorted(board):
+        row = board[name]
+        total = row.get("checks")
+        blank = f"{row['blank_fail']}/{total}" if "blank_fail" in row else "-"
+        solved = f"{row['solution_pass']}/{total}" if "solution_pass" in row else "-"
+        rows.append(f"{name:<{width}}{total if total is not None else '-':>14}{blank:>16}{solved:>19}")
+    return rows
+
+
+def _record(board: dict, solution: Path, key: str, nb, outcomes, passing: bool, record_property) -> None:
+    """Count the graded check cells that pass (``passing``) or fail, for the scoreboard and JUnit XML."""
+    statuses = [o.status for c, o in zip(nb.cells, outcomes) if is_test_cell(c)]
+    count = sum((s == "ok") == passing for s in statuses)
+    name = solution.stem if solution.parent.parent.name != "course" else f"fixture-{solution.stem}"
+    board.setdefault(name, {})["checks"] = len(statuses)
+    board[name][key] = count
+    record_property(key, f"{count}/{len(statuses)}")
+
+
 def _label(index: int, cell) -> str:
     grade_id = grade_id_of(cell)
     return f"cell index {index}" + (f" (grade_id {grade_id!r})" if grade_id else "")
@@ -83,8 +132,10 @@ def test_exercise_is_in_sync(solution, exercises_dir):
 
 
 @pytest.mark.parametrize("solution, exercises_dir", CASES)
-def test_blank_exercise_fails_only_because_of_its_blanks(solution, exercises_dir, executed):
+def test_blank_exercise_fails_only_because_of_its_blanks(solution, exercises_dir, executed, scoreboard,
+                                                         record_property):
     nb, outcomes = executed("exercise", solution, exercises_dir)
+    _record(scoreboard, solution, "blank_fail", nb, outcomes, False, record_property)
     problems, graded = [], 0
     for index, (cell, outcome) in enumerate(zip(nb.cells, outcomes)):
         if outcome.status == "skipped":
@@ -110,8 +161,9 @@ def test_blank_exercise_fails_only_because_of_its_blanks(solution, exercises_dir
 
 
 @pytest.mark.parametrize("solution, exercises_dir", CASES)
-def test_solution_passes_every_graded_check(solution, exercises_dir, executed):
+def test_solution_passes_every_graded_check(solution, exercises_dir, executed, scoreboard, record_property):
     nb, outcomes = executed("solution", solution, exercises_dir)
+    _record(scoreboard, solution, "solution_pass", nb, outcomes, True, record_property)
     problems = [f"{solution.name}: {_label(i, c)}: {o.reason}"
                 for i, (c, o) in enumerate(zip(nb.cells, outcomes)) if o.status not in ("ok", "skipped")]
     assert not problems, "\n".join(problems)
