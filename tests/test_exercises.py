@@ -99,7 +99,7 @@ def _scoreboard_lines(board: dict[str, dict[str, int]]) -> list[str]:
         return []
     width = max(len(name) for name in board) + 2
     head = f"{'notebook':<{width}}{'graded checks':>14}{'fail on blank':>16}{'pass on solution':>19}"
-    rows = [f"course notebooks in fast mode (a graded check must fail on the blank exercise and pass on the solution)",
+    rows = ["course notebooks in fast mode (a graded check must fail on the blank exercise and pass on the solution)",
             head, "-" * len(head)]
     for name in sorted(board):
         row = board[name]

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from metalearn_edu.cli import main
-from metalearn_edu.course.grader import assemble_graded_notebook, questions_of
+from metalearn_edu.course.grader import assemble_graded_notebook, grade_notebook, questions_of
 from metalearn_edu.course.notebooks import (
     dumps_notebook,
     grade_id_of,
@@ -85,7 +85,7 @@ EXPECTED = {  # folder -> (points per question, reason fragments)
                              {"add_test": "TimeoutError", "mean_test": "AssertionError"}),
     "kernel_death": ({"add_test": 1, "scale_test": 0, "mean_test": 1.5}, {"scale_test": "DeadKernelError"}),
     "invalid_json": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "not valid notebook JSON"}),
-    "empty": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "'add_answer' is missing"}),
+    "empty": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "has no cells"}),
     "no_cells": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "has no list of cells"}),
     "malformed_cell": ({"add_test": 0, "scale_test": 0, "mean_test": 0}, {"add_test": "is not a valid notebook"}),
 }
@@ -236,3 +236,15 @@ def test_assembly_restores_tests_in_place_and_keeps_student_cells():
             assert "BEGIN HIDDEN TESTS" in cell.source or grade_id_of(cell) != "add_test"
     assert graded.cells[-1].source == "print('my own scratch cell')"
     assert all(c.get("outputs", []) == [] for c in graded.cells)
+
+
+def test_a_submission_without_cells_scores_zero_even_on_checks_without_an_answer():
+    solution = copy.deepcopy(SOLUTION)
+    check = nbformat.v4.new_code_cell("assert True  # passes without any student code")
+    check.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "setup_test",
+                                  "points": 1, "schema_version": 3}
+    solution.cells.insert(1, check)
+    assert questions_of(solution)[0].answer_ids == ()
+    scores, _ = grade_notebook(solution, nbformat.v4.new_notebook(), cwd=SOLUTIONS, cell_timeout=CELL_TIMEOUT)
+    assert [(s.grade_id, s.points_earned, s.reason) for s in scores][0] == ("setup_test", 0.0, "the submission has no cells")
+    assert all(s.points_earned == 0 and s.reason == "the submission has no cells" for s in scores)

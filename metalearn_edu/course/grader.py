@@ -323,6 +323,8 @@ def grade_notebook(solution: NotebookNode, submission: NotebookNode, *, cwd: str
     present = {grade_id_of(cell) for cell in submission.get("cells", []) if isinstance(cell, dict)}
     missing = {q.grade_id: [a for a in q.answer_ids if a not in present] for q in questions}
     graded = assemble_graded_notebook(solution, submission)
+    if not submission.get("cells"):  # nothing of the student's to run: not even answer-free checks score
+        return [QuestionScore(q.grade_id, 0.0, q.points, "the submission has no cells") for q in questions], graded
     outcomes: list[CellOutcome] = [CellOutcome("not_run")] * len(graded.cells)
     if any(not missing[q.grade_id] for q in questions):
         outcomes = execute_cells(graded, cwd=cwd, cell_timeout=cell_timeout, total_timeout=total_timeout)
