@@ -242,3 +242,17 @@ def test_nbval_sanitize_patterns(text, expected):
     for regex, replace in patterns:  # nbval applies them in file order with re.sub
         text = re.sub(regex, replace, text)
     assert text == expected
+
+
+def test_check_names_notebook_metadata_and_layout_differences(course):
+    solutions, exercises = course
+    build_exercises(solutions, exercises)
+    path = exercises / NAME
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data, indent=2))  # same notebook, another editor's layout
+    messages = [str(p) for p in check_exercises(solutions, exercises)]
+    assert len(messages) == 1 and messages[0].startswith(str(path)) and "JSON layout" in messages[0]
+    data["metadata"]["kernelspec"]["display_name"] = "My Python"
+    path.write_text(json.dumps(data, indent=1))
+    messages = [str(p) for p in check_exercises(solutions, exercises)]
+    assert len(messages) == 1 and "notebook metadata differs (keys: kernelspec)" in messages[0]

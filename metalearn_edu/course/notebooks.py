@@ -340,8 +340,17 @@ def _cell_differences(path: Path, actual: NotebookNode, expected: NotebookNode) 
     if len(actual_cells) != len(expected_cells):
         problems.append(Problem(str(path), f"has {len(actual_cells)} cells, the generated exercise has "
                                            f"{len(expected_cells)}; {_BUILD_HINT}"))
+    meta_have, meta_want = actual.get("metadata", {}), expected.get("metadata", {})
+    changed_keys = sorted(k for k in set(meta_have) | set(meta_want) if meta_have.get(k) != meta_want.get(k))
+    if changed_keys:
+        problems.append(Problem(str(path), f"notebook metadata differs (keys: {', '.join(changed_keys)}); {_BUILD_HINT}"))
+    if (actual.get("nbformat"), actual.get("nbformat_minor")) != (expected.get("nbformat"), expected.get("nbformat_minor")):
+        problems.append(Problem(str(path), f"nbformat version {actual.get('nbformat')}.{actual.get('nbformat_minor')} "
+                                           f"differs from {expected.get('nbformat')}.{expected.get('nbformat_minor')}; "
+                                           f"{_BUILD_HINT}"))
     if not problems:
-        problems.append(Problem(str(path), f"notebook metadata or JSON layout differs; {_BUILD_HINT}"))
+        problems.append(Problem(str(path), f"same content but not the bytes 'course build' writes (JSON layout, key "
+                                           f"order, indentation or final newline); {_BUILD_HINT}"))
     return problems
 
 
