@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from metalearn_edu.cli import main
-from metalearn_edu.course.grader import assemble_graded_notebook, grade_notebook, questions_of
+from metalearn_edu.course.grader import assemble_graded_notebook, error_reason, grade_notebook, questions_of
 from metalearn_edu.course.notebooks import (
     dumps_notebook,
     grade_id_of,
@@ -248,3 +248,14 @@ def test_a_submission_without_cells_scores_zero_even_on_checks_without_an_answer
     scores, _ = grade_notebook(solution, nbformat.v4.new_notebook(), cwd=SOLUTIONS, cell_timeout=CELL_TIMEOUT)
     assert [(s.grade_id, s.points_earned, s.reason) for s in scores][0] == ("setup_test", 0.0, "the submission has no cells")
     assert all(s.points_earned == 0 and s.reason == "the submission has no cells" for s in scores)
+
+
+def test_error_reason_keeps_the_type_the_last_line_and_a_check_first_line():
+    from metalearn_edu.course.feedback import CheckFailed
+
+    failure = CheckFailed("scale([1, 2], 3)", expected="[3, 6]", got="[4, 5]", hint="multiply, do not add")
+    reason = error_reason("CheckFailed", str(failure))
+    assert reason == "CheckFailed: scale([1, 2], 3): expected [3, 6], got [4, 5] | hint: multiply, do not add"
+    assert error_reason("AssertionError", "") == "AssertionError"
+    assert error_reason("ValueError", "bad value\n") == "ValueError: bad value"
+    assert len(error_reason("ValueError", "x" * 1000)) <= len("ValueError: ") + 300

@@ -178,6 +178,21 @@ class _OutOfTime(Exception):
     pass
 
 
+def error_reason(ename: str, evalue: str, *, max_chars: int = 300) -> str:
+    """One line saying why a cell failed: the error type and the last line of its message.
+
+    A multi-line message keeps its first line too (``first | last``): a teaching check puts
+    "expected ..., got ..." first and the hint last, and an instructor wants both.
+    """
+    lines = [line.strip() for line in evalue.strip().splitlines() if line.strip()]
+    if not lines:
+        return ename
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} | {lines[-1]}"
+    if len(text) > max_chars:
+        text = text[: max_chars - 3] + "..."
+    return f"{ename}: {text}"
+
+
 class _Executor:
     """Runs a notebook's code cells once each, surviving timeouts and kernel deaths (see module docstring)."""
 
@@ -268,9 +283,7 @@ class _Executor:
         if content.get("status") == "ok":
             return "ok", ""
         if content.get("status") == "error":
-            lines = str(content.get("evalue", "")).strip().splitlines()
-            ename = content.get("ename", "Error")
-            return "error", f"{ename}: {lines[-1]}" if lines else ename
+            return "error", error_reason(str(content.get("ename", "Error")), str(content.get("evalue", "")))
         return "error", f"the kernel answered {content.get('status', 'nothing')!r}"
 
     def _responsive(self) -> bool:
