@@ -257,5 +257,6 @@ def test_error_reason_keeps_the_type_the_last_line_and_a_check_first_line():
     reason = error_reason("CheckFailed", str(failure))
     assert reason == "CheckFailed: scale([1, 2], 3): expected [3, 6], got [4, 5] | hint: multiply, do not add"
     assert error_reason("AssertionError", "") == "AssertionError"
+    assert error_reason("NotImplementedError", "").startswith("NotImplementedError (a '# YOUR CODE HERE' stub")
     assert error_reason("ValueError", "bad value\n") == "ValueError: bad value"
     assert len(error_reason("ValueError", "x" * 1000)) <= len("ValueError: ") + 300

@@ -185,6 +185,8 @@ def error_reason(ename: str, evalue: str, *, max_chars: int = 300) -> str:
     "expected ..., got ..." first and the hint last, and an instructor wants both.
     """
     lines = [line.strip() for line in evalue.strip().splitlines() if line.strip()]
+    if not lines and ename == "NotImplementedError":
+        return "NotImplementedError (a '# YOUR CODE HERE' stub not answered yet?)"
     if not lines:
         return ename
     text = lines[0] if len(lines) == 1 else f"{lines[0]} | {lines[-1]}"
