@@ -67,6 +67,9 @@ def register_envs() -> None:
             raise
     else:
         register_tabular()
+    from metalearn_edu.envs.locomotion import register_locomotion  # HalfCheetah/Ant families (imports no MuJoCo)
+
+    register_locomotion()
 
 
 def meta_env_ids() -> list[str]:
