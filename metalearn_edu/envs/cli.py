@@ -22,7 +22,8 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--env",
         default="navigation2d",
         help="meta-environment: the short name of a registered metalearn_edu env (navigation2d, bandit5, bandit10, ...) "
-        "or a gymnasium id (default: navigation2d)",
+        "or a gymnasium id; 'halfcheetah' or 'ant' compares raw mj_step, SyncVectorEnv(8) and the MuJoCo sampler "
+        "(default: navigation2d)",
     )
     parser.add_argument("--tasks", type=int, default=20, help="number of tasks T (default: 20)")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task B (default: 20)")
@@ -40,6 +41,10 @@ def run_bench_sampler(args: argparse.Namespace) -> int:
     from metalearn_edu.rl.bench_sampler import bench_sampler, format_table
     from metalearn_edu.runtime import resolve_device, seed_everything
 
+    if args.env.lower() in ("halfcheetah", "ant"):  # MuJoCo: raw mj_step vs SyncVectorEnv(8) vs our sampler
+        from metalearn_edu.envs.bench_mujoco import run_bench_mujoco
+
+        return run_bench_mujoco(args)
     resolve_env_id(args.env, argument="--env")  # a clear error before anything is built
     device = resolve_device(args.device)
     seed_everything(args.seed)
