@@ -3,7 +3,7 @@
 Two ways to draw a frame, picked automatically (``backend="auto"``):
 
 * ``"mujoco"``: MuJoCo's OpenGL renderer (``mujoco.Renderer``), shaded 3D images. Headless it needs an
-  OpenGL platform library: ``MUJOCO_GL=egl`` with Mesa's EGL (Debian ``libegl1 libgl1-mesa-dri``; set by
+  OpenGL platform library: ``MUJOCO_GL=egl`` with Mesa's EGL (Debian ``libegl1 libgl1 libgl1-mesa-dri``; set by
   :mod:`metalearn_edu.envs.mujoco_quiet` when there is no display) or ``MUJOCO_GL=osmesa`` (``libosmesa6``).
 * ``"matplotlib"``: a stick figure drawn from ``MjData`` alone: every capsule geom is the segment
   p +/- h R e_z (p = ``geom_xpos``, R = ``geom_xmat``, h = half-length), every sphere a disc, projected on
@@ -125,7 +125,7 @@ def make_renderer(model: mujoco.MjModel, width: int = 320, height: int = 240, ba
                 print(
                     "metalearn-edu render: MuJoCo's OpenGL renderer is not available here "
                     f"(MUJOCO_GL={mujoco_gl()!r}; {reason}); drawing stick figures with matplotlib instead. "
-                    "For shaded frames install libegl1 and libgl1-mesa-dri and set MUJOCO_GL=egl before Python starts.",
+                    "For shaded frames install libegl1, libgl1 and libgl1-mesa-dri and set MUJOCO_GL=egl before Python starts.",
                     file=sys.stderr,
                 )
     return StickFigureRenderer(model, width, height)

@@ -21,9 +21,10 @@ model imports it first); calling :func:`quiet_mujoco_warnings` again does nothin
 
 Headless rendering: MuJoCo picks its OpenGL platform from ``MUJOCO_GL`` once, when ``mujoco`` is first
 imported, and defaults to GLFW, which needs a display. If ``mujoco`` is not imported yet, ``MUJOCO_GL`` is
-unset, (on Linux) there is no ``DISPLAY``/``WAYLAND_DISPLAY`` and ``libEGL`` is installed, this module sets ``MUJOCO_GL=egl``
-before importing it, so that ``mujoco.Renderer`` works on a server with Mesa's EGL (Debian: ``libegl1``
-and ``libgl1-mesa-dri``). Without those libraries :mod:`metalearn_edu.render` falls back to matplotlib.
+unset, (on Linux) there is no ``DISPLAY``/``WAYLAND_DISPLAY`` and libEGL and libGL (or libOpenGL) are
+installed, this module sets ``MUJOCO_GL=egl`` before importing it, so that ``mujoco.Renderer`` works on a
+server with Mesa's software EGL (Debian/Ubuntu: ``apt-get install libegl1 libgl1 libgl1-mesa-dri``).
+Without them :mod:`metalearn_edu.render` falls back to matplotlib.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def _prefer_headless_gl() -> None:
     """Set ``MUJOCO_GL=egl`` on a Linux machine without a display, if mujoco has not chosen a platform yet."""
     no_display = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     undecided = "MUJOCO_GL" not in os.environ and "mujoco" not in sys.modules
-    if sys.platform.startswith("linux") and no_display and undecided and ctypes.util.find_library("EGL"):
+    # PyOpenGL's EGL platform needs libEGL and libOpenGL or libGL; without them ``import mujoco`` would fail.
+    libraries = ctypes.util.find_library("EGL") and (ctypes.util.find_library("OpenGL") or ctypes.util.find_library("GL"))
+    if sys.platform.startswith("linux") and no_display and undecided and libraries:
         os.environ["MUJOCO_GL"] = "egl"
 
 
