@@ -1,0 +1,147 @@
+"""PPO-MAML: ProMP (Rothfuss et al. 2019) and the PPO-inner variant (first-order outer update).
+
+ProMP maximises, with several Adam epochs on the same sampled meta-batch,
+
+    J(theta) = (1/T) sum_i J^clip_i(theta'_i(theta)) - eta * (1/T) sum_i KL(pi_theta_old || pi_theta)   on D_i
+
+    J^clip_i(theta') = (1/N_i) sum_b sum_t min(rho_t A'_t, clip(rho_t, 1 - eps, 1 + eps) A'_t)   on D'_i
+    rho_t = pi_theta'_i(theta)(a_t | s_t) / pi_theta'_i(theta_old)(a_t | s_t)
+
+theta'_i(theta) = theta + alpha grad L^LVC_i(theta) is recomputed from the current theta at every epoch,
+so the likelihood ratio and its gradient flow through the inner step (Hessian terms of the chosen
+estimator, LVC by default). At the first epoch theta = theta_old: every rho_t is 1 and the KL term is 0.
+
+PPO-inner: each task is adapted from theta by a few PPO epochs (plain gradient ascent of step alpha on the
+clipped surrogate of its pre-update episodes, the first epoch being exactly the policy-gradient step), and
+the outer update is first order: Delta_i = theta'_i - theta_old is held constant and the same clipped
+objective is maximised over theta'_i(theta) = theta + Delta_i (d theta'_i / d theta = I).
+
+Shapes: H steps, T tasks, B episodes per task; adapted parameters carry a leading T on every tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from metalearn_edu.rl.batch import EpisodeBatch
+from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, Params, estimate_advantages, per_step, post_log_probs
+from metalearn_edu.rl.objectives import kl_divergence, ppo_clip_loss
+
+
+def clipped_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, clip: float) -> Tensor:
+    """(1/T) sum_i (1/N_i) sum_b sum_t min(rho A, clip(rho) A): the PPO surrogate per valid step, averaged over tasks."""
+    return per_step(-ppo_clip_loss(log_probs, old_log_probs, advantages, mask, clip), mask)
+
+
+def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBatch) -> Tensor:
+    """(1/T) sum_i mean_t KL(pi_theta_old(.|s_t) || pi_theta(.|s_t)) over the pre-update states (scalar)."""
+    new_raw = policy.raw_outputs(None, pre.observations)
+    kl = kl_divergence(policy.make_distribution(old_raw, validate=False), policy.make_distribution(new_raw, validate=False), pre.mask)
+    return kl.mean()
+
+
+def ppo_outer_epochs(
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: MetaBatch,
+    adapted_fn: Callable[[Params], Params],
+    *,
+    epochs: int,
+    clip: float,
+    kl_coef: float,
+) -> dict[str, float]:
+    """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)) - kl_coef KL(pi_theta_old || pi_theta).
+
+    The old log-probabilities of the ratio are those of the first epoch (theta = theta_old), detached,
+    so rho = 1 exactly at the first epoch. Returns the objective, KL and clip fraction at the first and
+    last epochs.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"ppo_epochs must be a positive integer, got {epochs!r}")
+    params = policy.parameters_dict()
+    with torch.no_grad():
+        old_raw = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
+    post, old_log_probs, stats = meta.post, None, {}
+    for epoch in range(epochs):
+        log_probs = post_log_probs(policy, adapted_fn(params), post)  # (H, T, B)
+        if old_log_probs is None:
+            old_log_probs = log_probs.detach()
+        surrogate = clipped_objective(log_probs, old_log_probs, meta.post_advantages, post.mask, clip)
+        kl = pre_update_kl(policy, old_raw, meta.pre)
+        objective = surrogate - kl_coef * kl
+        optimizer.zero_grad(set_to_none=True)
+        (-objective).backward()
+        optimizer.step()
+        with torch.no_grad():
+            ratios = torch.exp(log_probs - old_log_probs)
+            clipped = (((ratios - 1.0).abs() > clip).float() * post.mask).sum() / post.mask.sum()
+        tag = "first" if epoch == 0 else "last"
+        stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
+                  f"ratio_deviation_{tag}": float(((ratios - 1.0).abs() * post.mask).max())}
+    return stats
+
+
+def promp_step(
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: MetaBatch,
+    inner: InnerSpec,
+    *,
+    epochs: int = 5,
+    clip: float = 0.3,
+    kl_coef: float = 5e-4,
+) -> dict[str, float]:
+    """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step."""
+    return ppo_outer_epochs(
+        policy, optimizer, meta, lambda params: inner.adapt(policy, params, meta.pre, create_graph=True),
+        epochs=epochs, clip=clip, kl_coef=kl_coef,
+    )
+
+
+def ppo_adapt(policy: nn.Module, params: Params, batch: EpisodeBatch, inner: InnerSpec, *, epochs: int = 3, clip: float = 0.3) -> Params:
+    """Adapt every task by ``epochs`` steps of gradient ascent (step ``inner.lr``) on its PPO clipped surrogate.
+
+    theta_i^(k+1) = theta_i^(k) + alpha grad J^clip_i(theta_i^(k)),  theta_i^(0) = theta, ratios against pi_theta,
+    J^clip_i per step-averaged on task i's pre-update episodes with standardised GAE advantages.
+    Returns {name: (T, ...)} constants.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"inner_epochs must be a positive integer, got {epochs!r}")
+    advantages = estimate_advantages(batch, policy, gamma=inner.gamma, gae_lambda=inner.gae_lambda)  # (H, T, B)
+    num_tasks = batch.num_tasks
+    current = {n: v.detach().unsqueeze(0).expand(num_tasks, *v.shape).clone().requires_grad_(True) for n, v in params.items()}
+    old_log_probs = None
+    for _ in range(epochs):
+        log_probs = policy.distribution(current, batch.observations, task_dim=1).log_prob(batch.actions)  # (H, T, B)
+        if old_log_probs is None:
+            old_log_probs = log_probs.detach()
+        # summed over tasks: slice i of the gradient is task i's own gradient
+        objective = clipped_objective(log_probs, old_log_probs, advantages, batch.mask, clip) * num_tasks
+        grads = torch.autograd.grad(objective, list(current.values()))
+        current = {n: (v + inner.lr * g).detach().requires_grad_(True) for (n, v), g in zip(current.items(), grads)}
+    return {n: v.detach() for n, v in current.items()}
+
+
+def ppo_inner_step(
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: MetaBatch,
+    adapted: Params,
+    *,
+    epochs: int = 5,
+    clip: float = 0.3,
+    kl_coef: float = 5e-4,
+) -> dict[str, float]:
+    """First-order outer update of PPO-inner: Delta_i = ``adapted``_i - theta_old held fixed, theta'_i = theta + Delta_i."""
+    with torch.no_grad():
+        deltas = {n: adapted[n] - p.detach().unsqueeze(0) for n, p in policy.parameters_dict().items()}  # (T, ...)
+    return ppo_outer_epochs(
+        policy, optimizer, meta, lambda params: {n: params[n].unsqueeze(0) + deltas[n] for n in params},
+        epochs=epochs, clip=clip, kl_coef=kl_coef,
+    )
+
+
+__all__ = ["clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step"]
