@@ -1,0 +1,240 @@
+"""Evaluation harness for meta-RL: return after 0..K adaptation steps on a fixed, seeded set of test tasks.
+
+The protocol of Finn et al. 2017 (section 5.3, and their result files): for each of N test tasks,
+
+    theta_0 = theta (the meta-trained parameters, never re-initialised per task)
+    for k = 0..K:  sample B episodes with pi_theta_k on the task; record their mean return R_k;
+                   theta_{k+1} = theta_k + alpha_k grad L(theta_k)      (vanilla policy gradient,
+                   standardised advantages over the linear feature baseline, per-step average)
+    alpha_0 = 0.1, alpha_k = 0.05 for k >= 1; N = 40, B = 20, horizon 100 for 2D navigation.
+
+Every method (meta-trained, pretrained, random initialisation) is adapted the same way. A curve is the
+mean over test tasks of R_k; with several training seeds, the mean over seeds of that per-seed mean, with a
+Student-t 95% confidence interval over seeds (over tasks when there is one seed).
+
+Oracles (:data:`ORACLES`) are exact: for navigation, the best any policy can do knowing the goal (see
+:func:`navigation_oracle_returns`); for bandits, pulling the best arm every time, H max_k p_k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metalearn_edu.envs import resolve_env_id
+from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_RADIUS, goal_from_task
+from metalearn_edu.rl.maml_rl import InnerSpec
+from metalearn_edu.rl.train import RLTrainConfig, iteration_seed, load_rl_checkpoint, make_sampler
+
+# Finn et al. 2017, 2D navigation, mean return after 0..3 steps (their result files), and their oracle
+FINN_NAVIGATION = {"maml": [-40.41, -11.68, -3.33, -3.23], "oracle": -2.29}
+TEST_TASK_STREAM = 7357  # mixed into the test-task seed so test tasks never coincide with training tasks
+
+# two-sided 95% Student-t critical values t_{0.975, df}
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t_critical(df: int) -> float:
+    """t_{0.975, df} (the nearest tabulated df at or below ``df``; 1.96 beyond 120)."""
+    if df < 1:
+        return float("nan")
+    if df > 120:
+        return 1.96
+    return _T975[max(k for k in _T975 if k <= df)]
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of the Student-t 95% CI of the mean); the half-width is 0.0 for one value."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return float(x.mean()), 0.0
+    return float(x.mean()), float(t_critical(x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What a curve is measured with (defaults: Finn et al.'s RL protocol)."""
+
+    steps: int = 3  # K, adaptation steps (returns are reported after 0..K)
+    test_tasks: int = 40  # N, test tasks, drawn once from task_seed
+    rollouts: int = 20  # B, episodes per task per step
+    step_sizes: tuple[float, ...] = (0.1, 0.05)  # alpha_k: the first step, then every later one
+    gamma: float = 0.99  # discount of the advantages of the adaptation steps
+    horizon: int | None = None  # H (None: the env's own, 100 for navigation)
+    task_seed: int = 0  # fixes the test tasks (the same for every checkpoint evaluated)
+    seed: int = 0  # fixes the evaluation episodes
+
+    def __post_init__(self) -> None:
+        for name in ("test_tasks", "rollouts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        if not self.step_sizes or any(not a > 0 for a in self.step_sizes):
+            raise ValueError(f"step_sizes must be positive numbers, got {self.step_sizes!r}")
+
+    def step_size(self, k: int) -> float:
+        return self.step_sizes[min(k, len(self.step_sizes) - 1)]
+
+
+def test_tasks(sampler: Any, protocol: Protocol) -> list[Any]:
+    """The fixed test tasks of ``protocol`` (independent of every training task stream)."""
+    return sampler.sample_tasks(protocol.test_tasks, rng=np.random.default_rng([protocol.task_seed, TEST_TASK_STREAM, 1]))
+
+
+def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Tensor:
+    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N)."""
+    tasks = test_tasks(sampler, protocol) if tasks is None else tasks
+    params = {n: p.detach() for n, p in policy.parameters_dict().items()}
+    per_task, returns = False, []
+    for k in range(protocol.steps + 1):
+        batch = sampler.sample(policy, tasks, protocol.rollouts, params=params if per_task else None,
+                               seed=iteration_seed(protocol.seed, k, 2))
+        returns.append(batch.episode_returns().mean(dim=1).cpu())  # (N,)
+        if k < protocol.steps:
+            inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma)
+            params = inner.adapt_detached(policy, params, batch, per_task_params=per_task)
+            per_task = True
+    return torch.stack(returns).double()  # (K + 1, N)
+
+
+@dataclass
+class Curve:
+    """Return after 0..K steps of one method: mean and 95% CI over seeds (over tasks for one seed)."""
+
+    mean: list[float]
+    ci95: list[float]
+    seeds: int
+    per_seed: list[list[float]] = field(default_factory=list)  # (S, K + 1) mean over tasks of each seed
+    sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_runs(cls, runs: Sequence[Tensor], sources: Sequence[str] = ()) -> "Curve":
+        """``runs``: one (K + 1, N) tensor per training seed."""
+        per_seed = [r.mean(dim=1).tolist() for r in runs]
+        if len(runs) == 1:
+            stats = [mean_ci95(row.tolist()) for row in runs[0]]
+        else:
+            stats = [mean_ci95(col) for col in zip(*per_seed)]
+        return cls([m for m, _ in stats], [c for _, c in stats], len(runs), per_seed, list(sources))
+
+
+def navigation_oracle_returns(tasks: Sequence[Any], horizon: int = 100) -> np.ndarray:
+    """The best possible return on each navigation task, exactly: (N,).
+
+    From s_0 = 0 with steps clipped to [-0.1, 0.1] per coordinate, the positions reachable after k steps
+    form the square [-0.1k, 0.1k]^2, so no policy can be closer to g after k steps than
+    s_k* = clip(g, -0.1k, 0.1k) (element-wise), and that sequence is feasible (each coordinate moves by at
+    most 0.1). Following it minimises every reward -||s_k - g|| at once and reaches the 0.01-ball first, so
+    R* = -sum_{k=1}^{n} ||s_k* - g|| with n the first k where ||s_k* - g|| < 0.01 (or the horizon). This is
+    "move to the goal at maximum speed" with the element-wise clip: both coordinates move at full speed
+    until the nearer one is reached (slightly better than the straight line, which slows one coordinate).
+    """
+    out = []
+    for task in tasks:
+        goal = goal_from_task(task).astype(np.float64)
+        total = 0.0
+        for k in range(1, horizon + 1):
+            distance = float(np.linalg.norm(np.clip(goal, -MAX_STEP * k, MAX_STEP * k) - goal))
+            total -= distance
+            if distance < SUCCESS_RADIUS:
+                break
+        out.append(total)
+    return np.asarray(out)
+
+
+def bandit_oracle_returns(tasks: Sequence[Any], horizon: int = 10) -> np.ndarray:
+    """Expected return of pulling the best arm every time, H max_k p_k, per task: (N,)."""
+    return np.asarray([horizon * float(np.max(task["probs"])) for task in tasks])
+
+
+ORACLES: dict[str, Callable[[Sequence[Any], int], np.ndarray]] = {
+    "metalearn_edu/Navigation2D-v0": navigation_oracle_returns,
+    "metalearn_edu/Bandit5-v0": bandit_oracle_returns,
+    "metalearn_edu/Bandit10-v0": bandit_oracle_returns,
+}
+
+
+def oracle_returns(env: str, tasks: Sequence[Any], horizon: int) -> np.ndarray | None:
+    """The exact oracle return of each task of ``env``, or None when no oracle is known."""
+    fn = ORACLES.get(resolve_env_id(env))
+    return None if fn is None else fn(tasks, horizon)
+
+
+def evaluate_checkpoints(paths: Sequence[str | Path], protocol: Protocol, device: str | torch.device = "cpu") -> dict[str, Curve]:
+    """Evaluate checkpoints under ``protocol``; checkpoints of the same algorithm are aggregated as seeds."""
+    runs: dict[str, list[Tensor]] = {}
+    sources: dict[str, list[str]] = {}
+    for path in paths:
+        policy, config, _ = load_rl_checkpoint(path, device)
+        with make_sampler(_eval_config(config, protocol), device) as sampler:
+            runs.setdefault(config.algo, []).append(adaptation_returns(policy, sampler, protocol))
+        sources.setdefault(config.algo, []).append(str(path))
+    return {algo: Curve.from_runs(r, sources[algo]) for algo, r in runs.items()}
+
+
+def evaluate_random_init(config: RLTrainConfig, protocol: Protocol, seeds: Sequence[int], device: str | torch.device = "cpu") -> Curve:
+    """The random-initialisation baseline: fresh policies (the architecture of ``config``), adapted the same way."""
+    from metalearn_edu.rl.train import build_policy
+
+    runs = []
+    with make_sampler(_eval_config(config, protocol), device) as sampler:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
+            runs.append(adaptation_returns(policy, sampler, protocol))
+    return Curve.from_runs(runs, [f"random init, seed {s}" for s in seeds])
+
+
+def evaluate_oracle(config: RLTrainConfig, protocol: Protocol) -> dict[str, Any] | None:
+    """The exact oracle on the test tasks (flat over adaptation steps), or None when none is known."""
+    with make_sampler(_eval_config(config, protocol), "cpu") as sampler:
+        values = oracle_returns(config.env, test_tasks(sampler, protocol), sampler.horizon)
+    if values is None:
+        return None
+    mean, ci = mean_ci95(values.tolist())
+    return {"mean": mean, "ci95": ci, "how": (ORACLES[resolve_env_id(config.env)].__doc__ or "").strip().splitlines()[0]}
+
+
+def _eval_config(config: RLTrainConfig, protocol: Protocol) -> RLTrainConfig:
+    horizon = protocol.horizon if protocol.horizon is not None else config.horizon
+    return RLTrainConfig.from_dict(asdict(config) | {"horizon": horizon})
+
+
+def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, title: str = "", reference: dict[str, list[float]] | None = None, ax=None):
+    """Return against adaptation steps, one line (mean, 95% CI band) per method; oracle and paper dashed."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
+    for name, curve in curves.items():
+        steps = np.arange(len(curve.mean))
+        mean, ci = np.asarray(curve.mean), np.asarray(curve.ci95)
+        ax.plot(steps, mean, marker="o", label=f"{name} ({curve.seeds} seed{'s' if curve.seeds > 1 else ''})")
+        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+    for name, values in (reference or {}).items():
+        ax.plot(np.arange(len(values)), values, ls=":", marker="x", color="gray", label=name)
+    if oracle is not None:
+        ax.axhline(oracle["mean"], ls="--", color="black", lw=1, label="oracle (exact optimum)")
+    ax.set_xlabel("adaptation steps (policy-gradient)")
+    ax.set_ylabel("mean return")
+    ax.set_xticks(range(max(len(c.mean) for c in curves.values()) if curves else 1))
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+__all__ = [
+    "Curve", "FINN_NAVIGATION", "ORACLES", "Protocol", "adaptation_returns", "bandit_oracle_returns", "evaluate_checkpoints",
+    "evaluate_oracle", "evaluate_random_init", "mean_ci95", "navigation_oracle_returns", "oracle_returns", "plot_adaptation",
+    "t_critical", "test_tasks",
+]

@@ -1,0 +1,141 @@
+"""The meta-RL training loop and evaluation harness: exact resume, weights_only checkpoints, clear errors,
+the NaN guard, deterministic evaluation and the exact navigation oracle."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from metalearn_edu.envs.navigation import Navigation2DEnv
+from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns
+from metalearn_edu.rl.sampler import MetaSampler
+from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, read_metrics, train_rl
+from metalearn_edu.train import DivergenceError
+
+TINY = RLTrainConfig.for_env("navigation2d", iterations=4, meta_batch=2, rollouts=3, horizon=8, hidden=(8,),
+                             ppo_epochs=2, cg_iterations=3, max_backtracks=4, checkpoint_every=2, seed=5)
+
+
+def params_of(policy):
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("algo", ["ppo-maml", "maml-trpo"])
+def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, algo):
+    config = replace(TINY, algo=algo)
+    full = train_rl(config, tmp_path / "full", progress=False)
+    train_rl(replace(config, iterations=2), tmp_path / "cut", progress=False)  # stopped after the checkpoint at 2
+    resumed = train_rl(config, tmp_path / "cut", progress=False)
+    for name, value in params_of(full.policy).items():
+        torch.testing.assert_close(params_of(resumed.policy)[name], value, rtol=0, atol=0)
+    assert [m["iteration"] for m in read_metrics(tmp_path / "cut")] == [1, 2, 3, 4]
+    assert read_metrics(tmp_path / "cut")[-1]["post_return"] == read_metrics(tmp_path / "full")[-1]["post_return"]
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_every_algorithm_writes_metrics_config_and_a_weights_only_checkpoint(tmp_path, algo):
+    train_rl(replace(TINY, algo=algo, iterations=2), tmp_path, progress=False)
+    metrics = read_metrics(tmp_path)
+    assert len(metrics) == 2 and {"pre_return", "kl", "iteration_s", "elapsed_s"} <= set(metrics[0])
+    assert ("post_return" in metrics[0]) == (algo != "pretrain")
+    raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert raw["iteration"] == 2 and raw["config"]["algo"] == algo
+    policy, config, _ = load_rl_checkpoint(tmp_path)
+    assert config == replace(TINY, algo=algo, iterations=2)
+    assert json.loads((tmp_path / "config.json").read_text())["algo"] == algo
+    assert policy.act(None, torch.zeros(3, 2)).actions.shape == (3, 2)
+
+
+def test_bandit_training_runs_with_a_categorical_policy(tmp_path):
+    config = RLTrainConfig.for_env("bandit5", iterations=2, meta_batch=2, rollouts=4, seed=1)
+    result = train_rl(config, tmp_path, progress=False)
+    assert result.policy.n_actions == 5 and read_metrics(tmp_path)[-1]["iteration"] == 2
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train_rl(replace(TINY, iterations=2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train_rl(replace(TINY, inner_lr=0.5), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"algo": "maml++"}, "algo must be one of maml-vpg, maml-trpo, ppo-maml, ppo-inner, pretrain"),
+        ({"inner_lr": 0.0}, "inner_lr must be a positive number"),
+        ({"outer_lr": -1e-3}, "outer_lr must be a positive number"),
+        ({"horizon": 0}, "horizon must be a positive integer"),
+        ({"meta_batch": 0}, "meta_batch must be a positive integer"),
+        ({"rollouts": -2}, "rollouts must be a positive integer"),
+        ({"estimator": "magic"}, "estimator must be one of auto, naive, dice, lvc"),
+        ({"env": "no-such-env"}, "env must be one of"),
+    ],
+)
+def test_bad_inputs_name_the_argument(change, message):
+    with pytest.raises(ValueError, match=message):
+        replace(TINY, **change).validate()
+
+
+def test_an_environment_without_set_task_is_refused():
+    with pytest.raises(ValueError, match="env must be a meta-environment.*set_task"):
+        train_rl(replace(TINY, env="CartPole-v1"), progress=False)
+
+
+class _NaNSampler(MetaSampler):
+    def sample(self, *args, **kwargs):
+        batch = super().sample(*args, **kwargs)
+        return replace(batch, rewards=batch.rewards * float("nan"))
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(DivergenceError, match="training diverged. Try a smaller step size"):
+        train_rl(TINY, tmp_path, progress=False, sampler=_NaNSampler("navigation2d", horizon=8))
+
+
+def test_evaluation_is_deterministic_under_a_seed():
+    policy, _, _ = _trained_tiny()
+    protocol = Protocol(steps=2, test_tasks=3, rollouts=4, horizon=8, seed=3)
+    with make_sampler(replace(TINY, horizon=8)) as sampler:
+        first = adaptation_returns(policy, sampler, protocol)
+        again = adaptation_returns(policy, sampler, protocol)
+        other = adaptation_returns(policy, sampler, replace(protocol, seed=4))
+    assert first.shape == (3, 3)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other)
+
+
+def _trained_tiny():
+    torch.manual_seed(0)
+    from metalearn_edu.rl.policies import GaussianMLPPolicy
+
+    return GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0), None, None
+
+
+def test_navigation_oracle_is_the_return_of_the_optimal_trajectory_in_the_env():
+    env = Navigation2DEnv(horizon=100)
+    tasks = env.sample_tasks(10, rng=0) + [{"goal": np.array([0.05, -0.43], np.float32)}]
+    oracle = navigation_oracle_returns(tasks, 100)
+    for task, expected in zip(tasks, oracle):
+        env.set_task(task)
+        env.reset(seed=0)
+        goal, previous, total = np.asarray(task["goal"], np.float64), np.zeros(2), 0.0
+        for k in range(1, 101):
+            target = np.clip(goal, -0.1 * k, 0.1 * k)
+            _, reward, terminated, truncated, _ = env.step((target - previous).astype(np.float32))
+            previous, total = target, total + reward
+            if terminated or truncated:
+                break
+        assert terminated and total == pytest.approx(expected, abs=1e-5)
+    # no policy can beat it: a random policy's return is far below
+    assert np.all(oracle <= 0) and -1.5 < oracle.mean() < 0
+
+
+def test_curve_statistics_over_tasks_and_over_seeds():
+    one = Curve.from_runs([torch.tensor([[1.0, 3.0], [2.0, 2.0]])])
+    assert one.mean == [2.0, 2.0] and one.ci95[1] == 0.0 and one.seeds == 1
+    mean, ci = mean_ci95([1.0, 3.0])
+    assert mean == 2.0 and ci == pytest.approx(12.706 * np.sqrt(2) / np.sqrt(2))
+    two = Curve.from_runs([torch.tensor([[1.0, 3.0]]), torch.tensor([[3.0, 5.0]])])
+    assert two.mean == [3.0] and two.per_seed == [[2.0], [4.0]] and two.seeds == 2
