@@ -1,0 +1,544 @@
+"""Graded checks for notebook 08, the limits of meta-learning, and the reference code they compare with.
+
+Notebook 08 measures when MAML helps little: out-of-distribution tasks, a task distribution with two
+very different modes (sinusoids and lines), and what a few adaptation steps on a few examples cannot
+fix. It needs four small tools that the rest of the library does not have; their reference versions
+live here, and the lecture notebook imports them from here:
+
+    LineTasks            a second task family, y = a·x + b (a mode very unlike a sinusoid)
+    sample_mixture       a task batch whose tasks come from several families, with info["mode"]
+    per_mode_mse         query MSE after adaptation, averaged separately over each mode's tasks
+    meta_learning_gain   paired gain (baseline error − MAML error) over the same test tasks, with a 95% CI
+    verdict              "helps" / "hurts" / "no evidence" from a gain and its CI
+
+Each ``check_*`` function calls the student's version on seeded inputs, compares it with the reference
+(and with ``evaluate.adaptation_curves``, ``tasks.SinusoidTasks``) and, when something is off, raises
+:class:`~metalearn_edu.course.feedback.CheckFailed` naming the likely mistake: a mode label that does
+not say where a task came from, support and query points from different tasks, ignored weights or
+generator, the error before adaptation or after the wrong number of steps, one mean over all modes,
+the sign of the gain, an unpaired or biased confidence interval, a verdict that ignores the interval.
+A blank answer's ``NotImplementedError`` propagates unchanged. Every check leaves torch's global
+random state as it found it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metalearn_edu.course.checks.objective import HINT_OWN_PARAMS, call_student, diagnose
+from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, expect_true, passed
+from metalearn_edu.evaluate import adaptation_curves
+from metalearn_edu.functional import Params, forward, make_mlp, mse, params_of
+from metalearn_edu.tasks import SinusoidTasks, TaskBatch
+
+__all__ = [
+    "VERDICTS",
+    "LineTasks",
+    "check_meta_learning_gain",
+    "check_per_mode_mse",
+    "check_sample_mixture",
+    "check_verdict",
+    "meta_learning_gain",
+    "per_mode_mse",
+    "sample_mixture",
+    "verdict",
+]
+
+VERDICTS = ("helps", "hurts", "no evidence")
+
+
+# ----------------------------------------------------------------------------------------------
+# reference code (used by the lecture notebook and by the checks)
+
+
+@dataclass(frozen=True)
+class LineTasks:
+    """Regression on lines y = a·x + b: slope a ~ U[−1, 1], intercept b ~ U[−2, 2], x ~ U[−5, 5].
+
+    The ranges make E[y²] ≈ 4.1, close to the sinusoids' ≈ 4.2, so neither mode dominates a mean
+    squared error. Same interface as :class:`~metalearn_edu.tasks.SinusoidTasks`; ``info`` holds
+    ``slope`` (T,) and ``intercept`` (T,).
+    """
+
+    slope: tuple[float, float] = (-1.0, 1.0)
+    intercept: tuple[float, float] = (-2.0, 2.0)
+    x_range: tuple[float, float] = (-5.0, 5.0)
+
+    def sample(self, num_tasks: int, shots: int, query: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> TaskBatch:
+        """T = ``num_tasks`` lines with ``shots`` support and ``query`` query points each."""
+        _check_positive(num_tasks=num_tasks, shots=shots, query=query)
+        slope = torch.empty(num_tasks, dtype=dtype).uniform_(*self.slope, generator=generator)  # (T,)
+        intercept = torch.empty(num_tasks, dtype=dtype).uniform_(*self.intercept, generator=generator)  # (T,)
+        x = torch.empty(num_tasks, shots + query, 1, dtype=dtype).uniform_(*self.x_range, generator=generator)
+        y = slope[:, None, None] * x + intercept[:, None, None]  # (T, K+Q, 1)
+        return TaskBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], {"slope": slope, "intercept": intercept})
+
+    @staticmethod
+    def curve(info: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The true lines of the tasks in ``info`` at x (T, N, 1) → (T, N, 1), for plots."""
+        return info["slope"][:, None, None] * x + info["intercept"][:, None, None]
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def sample_mixture(families: Sequence[Any], num_tasks: int, shots: int, query: int,
+                   generator: torch.Generator | None = None, weights: Sequence[float] | None = None) -> TaskBatch:
+    """``num_tasks`` tasks, each drawn from one of ``families`` (mode m with probability ∝ ``weights[m]``).
+
+    Each task's mode is drawn independently with ``torch.multinomial`` from ``generator`` (uniform
+    without ``weights``); then each family samples its own tasks, which are put back in task order.
+    ``info`` holds only ``mode`` (T,) int64, because the families' own parameters differ.
+    """
+    if not families:
+        raise ValueError("families must hold at least one task family")
+    _check_positive(num_tasks=num_tasks, shots=shots, query=query)
+    w = torch.ones(len(families), dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    if w.shape != (len(families),) or not bool((w >= 0).all()) or float(w.sum()) <= 0:
+        raise ValueError(f"weights must be {len(families)} non-negative numbers with a positive sum, got {weights!r}")
+    mode = torch.multinomial(w, num_tasks, replacement=True, generator=generator)  # (T,) int64
+    fields = {}
+    for m, family in enumerate(families):
+        index = (mode == m).nonzero()[:, 0]
+        if index.numel() == 0:
+            continue
+        part = family.sample(int(index.numel()), shots, query, generator)
+        for name in ("x_support", "y_support", "x_query", "y_query"):
+            value = getattr(part, name)
+            if name not in fields:
+                fields[name] = value.new_zeros((num_tasks, *value.shape[1:]))
+            fields[name][index] = value
+    return TaskBatch(fields["x_support"], fields["y_support"], fields["x_query"], fields["y_query"], {"mode": mode})
+
+
+def per_mode_mse(model: nn.Module, params: Params, batch: TaskBatch, num_modes: int, *, lr: float, steps: int) -> Tensor:
+    """Query MSE after ``steps`` inner steps of size ``lr`` from ``params``, averaged per mode: (num_modes,).
+
+    A mode without any task in ``batch`` gets NaN (the mean of nothing).
+    """
+    curves = adaptation_curves(model, params, batch.x_support, batch.y_support, batch.x_query, batch.y_query,
+                               lr=lr, max_steps=steps)  # (T, steps + 1)
+    after = curves[:, steps]
+    mode = batch.info["mode"]
+    return torch.stack([after[mode == m].mean() for m in range(num_modes)])
+
+
+def meta_learning_gain(baseline_errors: Any, maml_errors: Any) -> tuple[float, float]:
+    """Mean of the per-task differences baseline − MAML on the same tasks, and its 95% CI half-width.
+
+    Positive = MAML's error is lower. The CI is 1.96 · std(differences) / √N (unbiased std): the
+    comparison is paired, so the task-to-task spread that both errors share cancels.
+    """
+    b = torch.as_tensor(baseline_errors, dtype=torch.float64).reshape(-1)
+    m = torch.as_tensor(maml_errors, dtype=torch.float64).reshape(-1)
+    if b.shape != m.shape:
+        raise ValueError(f"baseline_errors and maml_errors must hold one error per task of the same tasks, got "
+                         f"{b.numel()} and {m.numel()} values")
+    if b.numel() < 2:
+        raise ValueError(f"need at least 2 tasks for a confidence interval, got {b.numel()}")
+    diff = b - m
+    return float(diff.mean()), float(1.96 * diff.std(unbiased=True) / math.sqrt(diff.numel()))
+
+
+def verdict(gain: float, ci95: float) -> str:
+    """'helps' if the whole interval gain ± ci95 is above 0, 'hurts' if below, else 'no evidence'."""
+    gain, ci95 = float(gain), float(ci95)
+    if gain - ci95 > 0:
+        return "helps"
+    if gain + ci95 < 0:
+        return "hurts"
+    return "no evidence"
+
+
+_reference_verdict = verdict  # the check's argument has the same name
+
+
+# ----------------------------------------------------------------------------------------------
+# recognising where a task came from (a least-squares fit on support ∪ query)
+
+
+def _fit(x: Tensor, y: Tensor, kind: str) -> tuple[float, float, float]:
+    """Least-squares fit of one task's points: returns (p1, p2, largest residual).
+
+    'sine': y = a sin x + b cos x, returned as amplitude A and phase φ ∈ (−π, π] of A sin(x − φ);
+    'line': y = p1·x + p2.
+    """
+    x, y = x.double().reshape(-1), y.double().reshape(-1)
+    if kind == "sine":
+        design = torch.stack([torch.sin(x), torch.cos(x)], dim=1)
+    else:
+        design = torch.stack([x, torch.ones_like(x)], dim=1)
+    coef = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    residual = float((design @ coef - y).abs().max())
+    if kind == "sine":
+        a, b = float(coef[0]), float(coef[1])  # A sin(x − φ) = A cos φ sin x − A sin φ cos x
+        return math.hypot(a, b), math.atan2(-b, a), residual
+    return float(coef[0]), float(coef[1]), residual
+
+
+def _within(value: float, bounds: tuple[float, float], tol: float) -> bool:
+    return bounds[0] - tol <= value <= bounds[1] + tol
+
+
+def _phase_within(phase: float, bounds: tuple[float, float], tol: float) -> bool:
+    """φ (mod 2π) lies in [low, high] up to ``tol`` on the circle."""
+    low, high = bounds
+    if high - low >= 2 * math.pi - tol:
+        return True
+    shifted = (phase - low) % (2 * math.pi)  # in [0, 2π)
+    return shifted <= high - low + tol or shifted >= 2 * math.pi - tol
+
+
+def _belongs(family: Any, x: Tensor, y: Tensor) -> tuple[bool, str]:
+    """Whether one task's points (x, y) of shape (N, 1) can come from ``family``, and why not."""
+    tol = 1e-3 * (1.0 + float(y.abs().max()))
+    if not bool(((x >= family.x_range[0] - 1e-5) & (x <= family.x_range[1] + 1e-5)).all()):
+        return False, f"inputs outside its x_range {family.x_range}"
+    if isinstance(family, SinusoidTasks):
+        amplitude, phase, residual = _fit(x, y, "sine")
+        if residual > tol:
+            return False, "points that are not on one sinusoid"
+        if not _within(amplitude, family.amplitude, 1e-3) or not _phase_within(phase, family.phase, 1e-3):
+            return False, f"amplitude {amplitude:.3g} and phase {phase:.3g} outside the family's ranges"
+        return True, ""
+    if isinstance(family, LineTasks):
+        slope, intercept, residual = _fit(x, y, "line")
+        if residual > tol:
+            return False, "points that are not on one line"
+        if not _within(slope, family.slope, 1e-3) or not _within(intercept, family.intercept, 1e-3):
+            return False, f"slope {slope:.3g} and intercept {intercept:.3g} outside the family's ranges"
+        return True, ""
+    return True, ""  # a family the check does not know how to recognise
+
+
+def _describe(family: Any) -> str:
+    return repr(family)
+
+
+# ----------------------------------------------------------------------------------------------
+# Q1: sample_mixture
+
+HINT_MIXTURE = ("draw each task's mode with torch.multinomial(weights, num_tasks, replacement=True, generator=generator); "
+                "for each mode m, sample that many tasks with families[m].sample(n_m, shots, query, generator) and put them "
+                "at the positions where mode == m; return TaskBatch(x_support, y_support, x_query, y_query, {'mode': mode})")
+
+
+def _call_mixture(fn: Callable[..., TaskBatch], families: Sequence[Any], num_tasks: int, shots: int, query: int, seed: int,
+                  weights: Sequence[float] | None) -> TaskBatch:
+    generator = torch.Generator().manual_seed(seed)
+    args = (list(families), num_tasks, shots, query, generator)
+    label = f"sample_mixture(families, {num_tasks}, {shots}, {query}, generator" + (f", weights={tuple(weights)})" if weights is not None else ")")
+    out = call_student(fn, "sample_mixture", *args, **({} if weights is None else {"weights": weights}))
+    if not isinstance(out, TaskBatch):
+        raise CheckFailed(label, expected="a TaskBatch", got=f"a {type(out).__name__}", hint=HINT_MIXTURE)
+    return out
+
+
+def _check_structure(batch: TaskBatch, num_tasks: int, shots: int, query: int, num_modes: int, label: str) -> Tensor:
+    for field, shape in (("x_support", (num_tasks, shots, 1)), ("y_support", (num_tasks, shots, 1)),
+                         ("x_query", (num_tasks, query, 1)), ("y_query", (num_tasks, query, 1))):
+        value = getattr(batch, field)
+        expect_true(isinstance(value, Tensor), f"{label}.{field} is a tensor")
+        hint = "shapes are (num_tasks, points, 1): one row per task of the mixture, not one batch per family"
+        if isinstance(value, Tensor) and value.dim() == 3 and value.shape[0] == num_tasks * num_modes:
+            hint = (f"{value.shape[0]} = num_tasks × {num_modes} tasks: you kept every family's whole batch; keep only the "
+                    "tasks whose drawn mode is that family")
+        expect_shape(f"{label}.{field}", value, shape, hint=hint)
+    info = batch.info
+    expect_true(isinstance(info, Mapping) and "mode" in info, f"{label}.info has the key 'mode'",
+                hint="info={'mode': mode}: which family each task came from, so errors can be split by mode")
+    mode = info["mode"]
+    expect_true(isinstance(mode, Tensor), f"{label}.info['mode'] is a tensor", hint="keep the modes as a tensor (T,)")
+    expect_shape(f"{label}.info['mode']", mode, (num_tasks,), hint="one mode per task")
+    expect_true(not mode.is_floating_point() and not mode.is_complex() and mode.dtype != torch.bool,
+                f"{label}.info['mode'] holds integers", hint=f"got dtype {mode.dtype}; torch.multinomial and torch.randint return int64")
+    low, high = int(mode.min()), int(mode.max())
+    expect_true(low >= 0 and high < num_modes, f"{label}.info['mode'] lies in 0..{num_modes - 1}",
+                hint=f"mode m means families[m]; got values from {low} to {high}")
+    return mode
+
+
+def check_sample_mixture(sample_mixture: Callable[..., TaskBatch], *, seed: int = 0, families: Sequence[Any] | None = None,
+                         weights: Sequence[float] | None = None, shots: int = 5, query: int = 7) -> None:
+    """``sample_mixture(families, num_tasks, shots, query, generator, weights=None)`` mixes task families.
+
+    Checked: a TaskBatch of the right shapes with ``info['mode']`` (T,) integers; every task's support
+    and query points lie on one function of the family its mode names (a least-squares fit); the
+    frequency of each mode over 2000 tasks matches the (normalised) weights; modes are drawn at
+    random (they change with the seed and are not sorted); every draw comes from ``generator``.
+    """
+    families = list(families) if families is not None else [SinusoidTasks(), LineTasks()]
+    num_modes = len(families)
+    with torch.random.fork_rng(devices=[]):
+        num_tasks = 40
+        label = "batch"
+        batch = _call_mixture(sample_mixture, families, num_tasks, shots, query, seed, weights)
+        mode = _check_structure(batch, num_tasks, shots, query, num_modes, label)
+
+        # each task lies on one function of the family its mode names
+        x_all = torch.cat([batch.x_support, batch.x_query], dim=1)
+        y_all = torch.cat([batch.y_support, batch.y_query], dim=1)
+        for i in range(num_tasks):
+            m = int(mode[i])
+            ok, why = _belongs(families[m], x_all[i], y_all[i])
+            if ok:
+                continue
+            others = [j for j, family in enumerate(families) if j != m and _belongs(family, x_all[i], y_all[i])[0]]
+            if others:
+                hint = (f"task {i} fits families[{others[0]}] but its info['mode'] says {m}: the mode must name the family "
+                        "the task was sampled from (check the order in which you put the tasks back)")
+            else:
+                support_ok = any(_belongs(f, batch.x_support[i], batch.y_support[i])[0] for f in families)
+                query_ok = any(_belongs(f, batch.x_query[i], batch.y_query[i])[0] for f in families)
+                if support_ok and query_ok:
+                    hint = (f"task {i}'s support and query points come from different functions: take the support and "
+                            "the query set of a task from the same sampled task (same index in the family's batch)")
+                else:
+                    hint = f"task {i} is not a task of families[{m}] = {_describe(families[m])}: it has {why}. " + HINT_MIXTURE
+            raise CheckFailed(f"task {i} of the mixture", expected=f"a task of families[{m}] (its info['mode'])",
+                              got=why or "a task of another family", hint=hint)
+
+        # mode frequencies over many tasks
+        many = 2000
+        big = _call_mixture(sample_mixture, families, many, 2, 2, seed + 1, weights)
+        big_mode = _check_structure(big, many, 2, 2, num_modes, "batch of 2000 tasks")
+        w = torch.ones(num_modes, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        expected = (w / w.sum()).tolist()
+        frequency = [float((big_mode == m).double().mean()) for m in range(num_modes)]
+        for m in range(num_modes):
+            tolerance = 5 * math.sqrt(max(expected[m] * (1 - expected[m]), 1e-4) / many)
+            if abs(frequency[m] - expected[m]) > tolerance:
+                if weights is not None and all(abs(f - 1 / num_modes) < 0.05 for f in frequency):
+                    hint = "the weights were ignored: pass them to torch.multinomial (it normalises them for you)"
+                else:
+                    hint = ("draw each task's mode independently with probability weights[m] / sum(weights) (uniform "
+                            "without weights): torch.multinomial(weights, num_tasks, replacement=True, generator=generator)")
+                raise CheckFailed("frequency of each mode over 2000 tasks", expected=f"≈ {[round(e, 3) for e in expected]}",
+                                  got=str([round(f, 3) for f in frequency]), hint=hint)
+
+        # drawn at random, from the generator
+        expect_true(not bool((big_mode[1:] >= big_mode[:-1]).all()), "the modes are interleaved, not sorted",
+                    hint="draw each task's mode independently; do not group the tasks by family (a meta-batch's first "
+                         "tasks would then all come from one mode)")
+        torch.manual_seed(seed + 12345)
+        again = _call_mixture(sample_mixture, families, num_tasks, shots, query, seed, weights)
+        torch.manual_seed(seed + 54321)
+        twice = _call_mixture(sample_mixture, families, num_tasks, shots, query, seed, weights)
+        expect_true(torch.equal(again.info["mode"], twice.info["mode"]) and torch.equal(again.x_query, twice.x_query),
+                    "the same generator seed gives the same batch",
+                    hint="draw every random number from `generator` (torch.multinomial(..., generator=generator) and "
+                         "family.sample(..., generator)), not from torch's global random stream")
+        other = _call_mixture(sample_mixture, families, num_tasks, shots, query, seed + 7, weights)
+        expect_true(not torch.equal(other.info["mode"], again.info["mode"]), "different generator seeds give different modes",
+                    hint="the modes must be drawn at random from `generator`, not fixed (e.g. not arange(T) % M)")
+    passed(f"sample_mixture: tasks from {num_modes} families, each labelled with its mode, modes drawn with the "
+           f"{'given weights' if weights is not None else 'same probability'} from the generator")
+
+
+# ----------------------------------------------------------------------------------------------
+# Q2: per_mode_mse
+
+
+def _small_problem(seed: int, num_tasks: int, shots: int, query: int, families: Sequence[Any]) -> tuple[nn.Module, Params, TaskBatch]:
+    """A small tanh network (float32), θ moved away from the module's own parameters, and a mixture batch."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = make_mlp(1, (16,), 1, "tanh")
+    params = {n: (p.detach() + 0.2 * torch.randn(p.shape, generator=generator)).requires_grad_(True)
+              for n, p in params_of(model).items()}
+    batch = sample_mixture(families, num_tasks, shots, query, generator)
+    return model, params, batch
+
+
+def _by_mode(values: Tensor, mode: Tensor, num_modes: int, reduce: str = "mean") -> Tensor:
+    parts = [values[mode == m] for m in range(num_modes)]
+    return torch.stack([p.mean() if reduce == "mean" else p.sum() for p in parts])
+
+
+def check_per_mode_mse(per_mode_mse: Callable[..., Any], *, seed: int = 0, steps: int = 1, lr: float = 0.01,
+                       num_modes: int = 2, empty_mode: bool = False) -> None:
+    """``per_mode_mse(model, params, batch, num_modes, lr=..., steps=...)`` → (num_modes,) query MSE per mode.
+
+    Compared with ``evaluate.adaptation_curves`` grouped by ``batch.info['mode']``. With
+    ``empty_mode=True`` the batch has no task of the last mode, whose entry must be NaN.
+    """
+    families: list[Any] = [SinusoidTasks(), LineTasks(), SinusoidTasks(amplitude=(5.0, 10.0))][:num_modes]
+    with torch.random.fork_rng(devices=[]):
+        model, params, batch = _small_problem(seed, 30, 5, 20, families[:-1] if empty_mode else families)
+        theta = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        label = f"per_mode_mse(model, params, batch, {num_modes}, lr={lr}, steps={steps})"
+        out = call_student(per_mode_mse, "per_mode_mse", model, theta, batch, num_modes, lr=lr, steps=steps)
+        if isinstance(out, (list, tuple)):
+            try:
+                out = torch.as_tensor([float(v) for v in out])
+            except (TypeError, ValueError):
+                raise CheckFailed(label, expected="a tensor of numbers (num_modes,)", got=f"a {type(out).__name__} of "
+                                  "something else", hint="return torch.stack([...]) of one mean error per mode") from None
+        if not isinstance(out, Tensor):
+            raise CheckFailed(label, expected=f"a tensor of shape ({num_modes},)", got=f"a {type(out).__name__}",
+                              hint="return one mean query MSE per mode, e.g. torch.stack([...]) or torch.tensor([...])")
+        expect_shape(label, out, (num_modes,), hint="one number per mode (per family), in mode order 0, 1, ...")
+        out = out.detach().double()
+
+        def curves(start: Params, x_s: Tensor, y_s: Tensor, n: int) -> Tensor:
+            return adaptation_curves(model, start, x_s, y_s, batch.x_query, batch.y_query, lr=lr, max_steps=n).double()
+
+        mode = batch.info["mode"]
+        c = curves(params, batch.x_support, batch.y_support, steps + 1)  # (T, steps + 2)
+        reference = _by_mode(c[:, steps], mode, num_modes)
+        present = ~torch.isnan(reference)
+        if empty_mode:
+            expect_true(bool(torch.isnan(out[-1])), f"{label}[{num_modes - 1}] is NaN (no task of that mode in the batch)",
+                        hint=f"got {float(out[-1]):.4g}; the mean of no values is undefined: tensor[mask].mean() gives NaN "
+                             "by itself, so do not replace it by 0 or skip the mode")
+        mistakes: list[tuple[Tensor, str]] = [
+            (c[:, 0].mean().expand(num_modes)[present], "this is one mean over every task, before adaptation"),
+            (c[:, steps].mean().expand(num_modes)[present],
+             "every mode got the same number, the mean over all tasks: average separately over the tasks of each mode "
+             "(after[batch.info['mode'] == m].mean())"),
+            (_by_mode(c[:, 0], mode, num_modes)[present],
+             "this is the error before adaptation (0 steps): take the query MSE after `steps` inner steps"),
+            (_by_mode(c[:, steps + 1], mode, num_modes)[present], f"this is the error after {steps + 1} steps: take {steps}"),
+            (_by_mode(c[:, steps], mode, num_modes, "sum")[present],
+             "these are sums over each mode's tasks: divide by the number of tasks of the mode (use .mean())"),
+        ]
+        if steps > 1:
+            mistakes.append((_by_mode(c[:, steps - 1], mode, num_modes)[present], f"this is the error after {steps - 1} "
+                             f"steps: take {steps} (adaptation_curves returns steps 0..max_steps, so column `steps`)"))
+        support_mse = adaptation_curves(model, params, batch.x_support, batch.y_support, batch.x_support, batch.y_support,
+                                        lr=lr, max_steps=steps)[:, steps].double()
+        mistakes.append((_by_mode(support_mse, mode, num_modes)[present],
+                         "this is the error on the support set, which the model adapted on: measure it on the query set"))
+        own = {n: p.detach() for n, p in params_of(model).items()}
+        mistakes.append((_by_mode(curves(own, batch.x_support, batch.y_support, steps)[:, steps], mode, num_modes)[present],
+                         HINT_OWN_PARAMS))
+        diagnose(label, out[present], reference[present], mistakes, atol=1e-5, rtol=1e-4,
+                 hint="curves = adaptation_curves(model, params, batch.x_support, batch.y_support, batch.x_query, "
+                      "batch.y_query, lr=lr, max_steps=steps); after = curves[:, steps]; return "
+                      "torch.stack([after[batch.info['mode'] == m].mean() for m in range(num_modes)])")
+        again = call_student(per_mode_mse, "per_mode_mse", model, theta, batch, num_modes, lr=lr, steps=steps)
+        expect_close(f"{label}, called a second time", torch.as_tensor(again).detach().double()[present],
+                     reference[present], atol=1e-5, rtol=1e-4,
+                     hint="the first call changed params in place: adapt copies (θ′ = θ − α g builds new tensors), "
+                          "the meta-parameters θ must stay as they were")
+    passed(f"per_mode_mse: query MSE after {steps} step{'s' if steps != 1 else ''}, averaged separately over each mode's tasks")
+
+
+# ----------------------------------------------------------------------------------------------
+# Q3: meta_learning_gain
+
+
+def _paired_errors(seed: int, n: int) -> tuple[Tensor, Tensor]:
+    """Per-task errors of a baseline and of MAML that share the tasks' difficulty (strongly correlated)."""
+    generator = torch.Generator().manual_seed(seed)
+    difficulty = torch.rand(n, generator=generator, dtype=torch.float64) * 4.0 + 0.5
+    baseline = difficulty * (1.0 + 0.2 * torch.rand(n, generator=generator, dtype=torch.float64))
+    maml = 0.5 * difficulty + 0.3 * torch.rand(n, generator=generator, dtype=torch.float64)
+    return baseline, maml
+
+
+def check_meta_learning_gain(meta_learning_gain: Callable[..., Any], *, seed: int = 0, n: int = 12) -> None:
+    """``meta_learning_gain(baseline_errors, maml_errors)`` → (mean of baseline − MAML, 1.96·std/√N), paired.
+
+    Also: a ValueError when the two hold different numbers of tasks.
+    """
+    baseline, maml = _paired_errors(seed, n)
+    label = f"meta_learning_gain(baseline_errors, maml_errors) on {n} tasks"
+    out = call_student(meta_learning_gain, "meta_learning_gain", baseline.clone(), maml.clone())
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise CheckFailed(label, expected="a pair (gain, ci95)", got=f"a {type(out).__name__}"
+                          + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""),
+                          hint="return gain, ci95 (two numbers)")
+    try:
+        got = torch.tensor([float(out[0]), float(out[1])], dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise CheckFailed(label, expected="two numbers (gain, ci95)", got=f"({type(out[0]).__name__}, {type(out[1]).__name__})",
+                          hint="return floats, or 0-dimensional tensors: use .mean() and .std(), not per-task values") from None
+    diff = baseline - maml
+    sd, sd_biased = float(diff.std(unbiased=True)), float(diff.std(unbiased=False))
+    gain, root = float(diff.mean()), math.sqrt(n)
+    reference = torch.tensor([gain, 1.96 * sd / root], dtype=torch.float64)
+    unpaired = 1.96 * math.sqrt(float(baseline.var()) / n + float(maml.var()) / n)
+
+    def pair(g: float, c: float) -> Tensor:
+        return torch.tensor([g, c], dtype=torch.float64)
+
+    mistakes = [
+        (pair(-gain, reference[1].item()), "wrong sign: the gain is baseline error − MAML error (positive when MAML's error "
+                                           "is lower)"),
+        (pair(gain, unpaired), "this CI treats the two sets of errors as independent samples; they are errors on the same "
+                               "tasks, so take the CI of the per-task differences: 1.96 · (b − m).std() / √N"),
+        (pair(gain, 1.96 * sd_biased / root), "this uses the population standard deviation (divides by N): use the sample "
+                                              "standard deviation, .std() with its default unbiased=True (divides by N − 1)"),
+        (pair(gain, sd / root), "this is the standard error; the 95% interval is 1.96 standard errors wide on each side"),
+        (pair(gain, 1.96 * sd), "this is 1.96 standard deviations of the task-level differences: divide by √N for the "
+                                "uncertainty of their mean"),
+        (pair(gain, 1.96 * sd / n), "divide the standard deviation by √N, not N"),
+        (pair(gain / float(baseline.mean()), reference[1].item()), "this is a relative gain: return the mean difference "
+                                                                   "itself"),
+    ]
+    diagnose(label, got, reference, mistakes, atol=1e-9, rtol=1e-7,
+             hint="d = baseline_errors − maml_errors (per task); return d.mean(), 1.96 · d.std() / √len(d)")
+    try:
+        meta_learning_gain(torch.ones(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    except NotImplementedError:
+        raise
+    except ValueError:
+        pass
+    except Exception as err:  # noqa: BLE001 - any other error is a wrong answer, not a crash of the check
+        raise CheckFailed("meta_learning_gain(3 errors, 4 errors)", expected="a ValueError",
+                          got=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                          hint="check len(baseline_errors) == len(maml_errors) first and raise ValueError(...) naming both "
+                               "arguments: errors of different tasks cannot be paired") from err
+    else:
+        raise CheckFailed("meta_learning_gain(3 errors, 4 errors)", expected="a ValueError", got="a result",
+                          hint="errors of different tasks cannot be paired: raise ValueError when the lengths differ")
+    passed("meta_learning_gain: mean paired difference and its 95% CI, 1.96 · std / √N of the per-task differences")
+
+
+# ----------------------------------------------------------------------------------------------
+# Q4: verdict
+
+_VERDICT_CASES = (
+    (2.0, 0.5), (-1.0, 0.3), (0.2, 0.5), (-0.2, 0.5), (0.0, 0.0), (1e-3, 1e-4), (-1e-3, 1e-4), (3.0, 2.9), (-3.0, 3.1),
+)
+
+
+def check_verdict(verdict: Callable[..., str], *, extra_cases: Sequence[tuple[float, float]] = (), as_tensors: bool = False) -> None:
+    """``verdict(gain, ci95)``: 'helps' if gain − ci95 > 0, 'hurts' if gain + ci95 < 0, else 'no evidence'.
+
+    With ``as_tensors=True`` the numbers are passed as 0-dimensional tensors (as a gain computed with
+    torch may be).
+    """
+    for gain, ci in (*_VERDICT_CASES, *extra_cases):
+        args = (torch.tensor(gain, dtype=torch.float64), torch.tensor(ci, dtype=torch.float64)) if as_tensors else (gain, ci)
+        out = call_student(verdict, "verdict", *args)
+        want = _reference_verdict(gain, ci)
+        label = f"verdict(gain={gain:g}, ci95={ci:g})"
+        if out not in VERDICTS:
+            raise CheckFailed(label, expected=f"one of {list(VERDICTS)}", got=repr(out),
+                              hint="return exactly one of the strings 'helps', 'hurts', 'no evidence'")
+        if out == want:
+            continue
+        if (gain > 0 and out == "helps") or (gain < 0 and out == "hurts"):
+            hint = (f"the interval [{gain - ci:g}, {gain + ci:g}] contains 0: the data are compatible with no gain at all, "
+                    "so the answer is 'no evidence'; look at gain − ci95 and gain + ci95, not at the sign of the gain")
+        elif out == "no evidence" and want != "no evidence":
+            hint = (f"the whole interval [{gain - ci:g}, {gain + ci:g}] is on one side of 0, so the difference is "
+                    "significant at 95%")
+        elif {out, want} == {"helps", "hurts"}:
+            hint = "helps and hurts are swapped: a positive gain means MAML's error is lower (baseline − MAML)"
+        else:
+            hint = "'helps' if gain − ci95 > 0, 'hurts' if gain + ci95 < 0, otherwise 'no evidence'"
+        raise CheckFailed(label, expected=repr(want), got=repr(out), hint=hint)
+    passed("verdict: 'helps' / 'hurts' only when the whole 95% interval is on one side of zero")
