@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 
-.PHONY: help setup lab demo test test-fast notebooks exercises reproduce bench clean
+.PHONY: help setup lab demo test notebooks exercises reproduce bench grade-class clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -46,6 +46,9 @@ reproduce: $(STAMP)  ## Finn et al. Table 2 for MAML, pretrain, FOMAML, Reptile 
 
 bench: $(STAMP)  ## meta-iterations per second: per-task loop vs vmap, MAML vs FOMAML
 	$(VENV)/bin/metalearn-edu bench maml
+
+grade-class: $(STAMP)  ## grade a simulated class of 20 submissions (good, wrong, hostile) of exercise 01
+	$(PY) scripts/grade_class.py
 
 clean:  ## remove the virtual environment and run outputs
 	rm -rf $(VENV) runs
