@@ -90,7 +90,8 @@ def meta_gradient_loop(model: nn.Module, params: Params, batch: TaskBatch, *, al
         elif algo == "reptile":
             x_all, y_all = torch.cat([xs, xq]), torch.cat([ys, yq])
             phi = adapt(model, theta, x_all, y_all, lr=lr, steps=steps, first_order=True)
-            loss = mse(forward(model, phi, x_all), y_all)
+            with torch.no_grad():  # logged only: keep no graph for it
+                loss = mse(forward(model, phi, x_all), y_all)
             task_grads = {n: (theta[n] - phi[n]).detach() for n in names}
         else:  # pretrain
             x_all, y_all = torch.cat([xs, xq]), torch.cat([ys, yq])

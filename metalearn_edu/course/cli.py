@@ -50,7 +50,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--fast", action="store_true", help="fast mode: set METALEARN_EDU_FAST=1 for the kernel")
     p.add_argument("--cell-timeout", type=_positive_seconds, default=None, metavar="S",
                    help="stop a notebook whose cell runs longer than S seconds (default: no limit)")
-    _add_common(p, out_help=_UNUSED_OUT)
+    _add_common(p, out_help="save the executed notebooks and timings.json here instead of in place (for timing without touching the sources)")
     p.set_defaults(func=_run)
 
     p = groups["_root"].add_parser("grade", help="autograde submitted notebooks against solutions/",
@@ -138,11 +138,16 @@ def _run(args: argparse.Namespace) -> int:
         if not paths:
             raise ValueError("NOTEBOOK: none given and no notebooks/*.ipynb or solutions/*.ipynb here")
     mode = "fast" if args.fast else "full"
-    failed = []
+    out = Path(args.out) if args.out else None
+    failed, seconds = [], {}
     for number, path in enumerate(paths, start=1):
         code_cells = sum(c.cell_type == "code" for c in notebooks.read_notebook(path).cells)
         print(f"[{number}/{len(paths)}] {path} ({mode} mode)", flush=True)
         last_cell = [-1]
+        save_to = None
+        if out is not None:
+            save_to = out / path.parent.name / path.name
+            save_to.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with tqdm(total=code_cells, unit="cell", leave=False, file=sys.stderr) as bar:
             def advance(index: int) -> None:
@@ -150,15 +155,23 @@ def _run(args: argparse.Namespace) -> int:
                 bar.update(1)
 
             try:
-                notebooks.run_notebook(path, fast=args.fast, cell_timeout=args.cell_timeout, on_cell_done=advance)
+                notebooks.run_notebook(path, fast=args.fast, cell_timeout=args.cell_timeout, on_cell_done=advance, save_to=save_to)
             except Exception as err:  # an error in the notebook: report it, keep the file, go on
                 failed.append(path)
                 summary = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', '') or err}"
                 print(f"  FAILED at cell index {last_cell[0]}: {summary.strip().splitlines()[-1]} "
                       f"(file left unchanged)", flush=True)
                 continue
-        print(f"  ok in {time.monotonic() - start:.1f} s, saved with outputs", flush=True)
-    if any(p.parent.name == "solutions" for p in paths if p not in failed):
+        seconds[str(path)] = round(time.monotonic() - start, 1)
+        print(f"  ok in {seconds[str(path)]:.1f} s, saved with outputs" + (f" to {save_to}" if save_to else ""), flush=True)
+    if seconds:
+        print(f"\n{'notebook':45s} {mode + ' mode (s)':>14s}")
+        for name, value in seconds.items():
+            print(f"{name:45s} {value:>14.1f}")
+        print(f"{'total':45s} {sum(seconds.values()):>14.1f}")
+    if out is not None:
+        (out / "timings.json").write_text(json.dumps({"mode": mode, "seconds": seconds, "failed": [str(p) for p in failed]}, indent=2) + "\n")
+    elif any(p.parent.name == "solutions" for p in paths if p not in failed):
         print("solutions changed: run 'metalearn-edu course build' and 'metalearn-edu course check'")
     if failed:
         print(f"{len(failed)} of {len(paths)} notebook(s) failed: " + ", ".join(map(str, failed)), file=sys.stderr)

@@ -406,8 +406,10 @@ def run_notebook(
     cell_timeout: float | None = None,
     on_cell_done: Any = None,
     kernel_name: str = "python3",
+    save_to: str | Path | None = None,
 ) -> NotebookNode:
-    """Execute the notebook at ``path`` top to bottom in a fresh kernel and write it back in place.
+    """Execute the notebook at ``path`` top to bottom in a fresh kernel and write it back in place
+    (or to ``save_to``, leaving ``path`` untouched).
 
     The kernel runs in the notebook's folder. Execution stops at the first error (raising
     nbclient's ``CellExecutionError``) and the file is then left untouched. ``on_cell_done(index)``
@@ -428,5 +430,5 @@ def run_notebook(
     if on_cell_done is not None:
         client.on_cell_executed = lambda cell, cell_index, execute_reply: on_cell_done(cell_index)
     client.execute(env=execution_environment(fast), stderr=subprocess.DEVNULL)  # no kernel banner noise
-    write_notebook(nb, path)
+    write_notebook(nb, path if save_to is None else Path(save_to))
     return nb
