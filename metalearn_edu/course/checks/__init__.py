@@ -9,4 +9,7 @@ expected, what came back and a hint.
     01_maml_objective        -> checks.objective
     02_maml_sinusoid         -> checks.sinusoid
     03_first_order           -> checks.first_order
+    04_policy_gradients      -> checks.policy_gradients
+    05_rl_meta_gradients     -> checks.rl_meta_gradients
+    08_limits                -> checks.limits
 """
