@@ -81,6 +81,14 @@ class TrainResult:
     out_dir: Path | None
 
 
+# Fields that may change between a run and its resumption: the budget, the bookkeeping, the device.
+_RESUMABLE_CHANGES = {"iterations": 0, "log_every": 0, "checkpoint_every": 0, "device": ""}
+
+
+def _run_identity(config: TrainConfig) -> dict:
+    return asdict(config) | _RESUMABLE_CHANGES
+
+
 def build_model(config: TrainConfig) -> nn.Module:
     return make_mlp(1, config.hidden, 1, "relu")
 
@@ -123,8 +131,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
         out.mkdir(parents=True, exist_ok=True)
         ckpt_path = out / "checkpoint.pt"
         if resume and ckpt_path.exists():
-            _, saved_config, state = load_checkpoint(ckpt_path, device)
-            if asdict(saved_config) | {"iterations": 0} != asdict(config) | {"iterations": 0}:
+            # Loaded on the CPU: the generator and RNG states must stay CPU ByteTensors, and
+            # load_state_dict moves the weights and Adam moments to the model's device.
+            _, saved_config, state = load_checkpoint(ckpt_path, "cpu")
+            if _run_identity(saved_config) != _run_identity(config):
                 raise ValueError(
                     f"{out} holds a run with a different config; pass a new --out or the same options "
                     f"(saved: {json.dumps(asdict(saved_config))})"
