@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from metalearn_edu.course.grader import execute_cells
+from metalearn_edu.course.kernel import execute_cells, execution_environment
 from metalearn_edu.course.notebooks import (
     check_exercises,
-    execution_environment,
     grade_id_of,
     is_test_cell,
     make_exercise,

@@ -126,7 +126,7 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metalearn_edu.course import notebooks
+    from metalearn_edu.course import kernel, notebooks
 
     paths = [Path(p) for p in args.notebooks]
     for path in paths:
@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
                 bar.update(1)
 
             try:
-                notebooks.run_notebook(path, fast=args.fast, cell_timeout=args.cell_timeout, on_cell_done=advance, save_to=save_to)
+                kernel.run_notebook(path, fast=args.fast, cell_timeout=args.cell_timeout, on_cell_done=advance, save_to=save_to)
             except Exception as err:  # an error in the notebook: report it, keep the file, go on
                 failed.append(path)
                 summary = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', '') or err}"

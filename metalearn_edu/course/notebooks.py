@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,47 +386,3 @@ def check_exercises(solutions_dir: str | Path = "solutions", exercises_dir: str 
 
 
 # --- regenerating committed outputs -----------------------------------------------------------------
-
-
-def execution_environment(fast: bool) -> dict[str, str]:
-    """The kernel environment: this process's, with ``METALEARN_EDU_FAST=1`` in fast mode and unset otherwise."""
-    env = dict(os.environ)
-    env.pop(FAST_MODE_VARIABLE, None)
-    if fast:
-        env[FAST_MODE_VARIABLE] = "1"
-    return env
-
-
-def run_notebook(
-    path: str | Path,
-    *,
-    fast: bool = False,
-    cell_timeout: float | None = None,
-    on_cell_done: Any = None,
-    kernel_name: str = "python3",
-    save_to: str | Path | None = None,
-) -> NotebookNode:
-    """Execute the notebook at ``path`` top to bottom in a fresh kernel and write it back in place
-    (or to ``save_to``, leaving ``path`` untouched).
-
-    The kernel runs in the notebook's folder. Execution stops at the first error (raising
-    nbclient's ``CellExecutionError``) and the file is then left untouched. ``on_cell_done(index)``
-    is called after each code cell, for progress. Returns the executed notebook.
-    """
-    from nbclient import NotebookClient
-
-    path = Path(path)
-    nb = read_notebook(path)
-    client = NotebookClient(
-        nb,
-        kernel_name=kernel_name,
-        timeout=cell_timeout,
-        allow_errors=False,
-        record_timing=False,
-        resources={"metadata": {"path": str(path.parent.resolve())}},
-    )
-    if on_cell_done is not None:
-        client.on_cell_executed = lambda cell, cell_index, execute_reply: on_cell_done(cell_index)
-    client.execute(env=execution_environment(fast), stderr=subprocess.DEVNULL)  # no kernel banner noise
-    write_notebook(nb, path if save_to is None else Path(save_to))
-    return nb
