@@ -6,7 +6,7 @@ cell, matched by ``grade_id``) is replaced by the solution's version, hidden tes
 missing from the submission are put back next to the grade_ids that surround them in the source.
 Editing or deleting a test cell therefore cannot raise a score.
 
-The graded notebook runs in a fresh kernel in the solution's folder with ``METALEARN_EDU_FAST=1``,
+The graded notebook runs in a fresh kernel, in an empty temporary folder, with ``METALEARN_EDU_FAST=1``,
 errors allowed, a per-cell and a total time limit (execution survives hangs and kernel deaths: see
 ``kernel.py``). A test cell earns its points iff it runs without error.
 Submission files are only read, never written.
@@ -15,6 +15,7 @@ Submission files are only read, never written.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,8 +218,11 @@ def grade_submission(path: Path, solution_path: Path, solution: NotebookNode, *,
         grade.questions = [QuestionScore(q.grade_id, 0.0, q.points, grade.error) for q in questions_of(solution)]
         return grade
     try:
-        grade.questions, _ = grade_notebook(solution, submission, cwd=solution_path.parent,
-                                            cell_timeout=cell_timeout, total_timeout=total_timeout)
+        # A fresh empty working folder per submission: whatever the student's code writes lands
+        # there and is deleted, never in solutions/ or next to another submission.
+        with tempfile.TemporaryDirectory(prefix="metalearn-edu-grade-") as workdir:
+            grade.questions, _ = grade_notebook(solution, submission, cwd=workdir,
+                                                cell_timeout=cell_timeout, total_timeout=total_timeout)
     except Exception as err:  # never let one submission stop the batch
         grade.error = f"grading failed: {type(err).__name__}: {err}"
         grade.questions = [QuestionScore(q.grade_id, 0.0, q.points, grade.error) for q in questions_of(solution)]
