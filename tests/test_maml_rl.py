@@ -122,3 +122,16 @@ def test_inner_spec_names_bad_arguments():
         InnerSpec(estimator="magic")
     with pytest.raises(ValueError, match="inner_lr must be a positive number"):
         InnerSpec(lr=0.0)
+
+
+def test_advantages_survive_collinear_baseline_features():
+    """Constant observations (a bandit's [1.0], or a policy parked at one point) make the features o, o^2 and 1
+    collinear; in float32 the ridge term 1e-5 is lost next to Gram entries of order H*B and the solve failed."""
+    from metalearn_edu.rl.advantages import LinearFeatureBaseline
+    from metalearn_edu.rl.batch import EpisodeBatch
+
+    shape = (100, 2, 20)
+    batch = EpisodeBatch(observations=torch.full(shape + (1,), 1.0), actions=torch.zeros(shape + (2,)),
+                         rewards=torch.rand(shape, generator=torch.Generator().manual_seed(0)), mask=torch.ones(shape))
+    values = LinearFeatureBaseline().fit(batch, batch.rewards).predict(batch)
+    assert values.dtype == torch.float32 and torch.isfinite(values).all()

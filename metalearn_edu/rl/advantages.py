@@ -163,16 +163,19 @@ class LinearFeatureBaseline:
         targets = (returns.detach() * batch.mask).to(phi.dtype)  # (H, T, B)
         phi_t = phi.permute(1, 0, 2, 3).flatten(1, 2)  # (T, H*B, F)
         targets_t = targets.permute(1, 0, 2).flatten(1, 2)  # (T, H*B)
+        # solved in float64: in float32 reg = 1e-5 is lost next to Gram entries of order H*B, and near-identical
+        # episodes (a nearly deterministic policy) make the system exactly singular
+        phi_t, targets_t = phi_t.double(), targets_t.double()
         gram = phi_t.transpose(1, 2) @ phi_t  # (T, F, F)
         rhs = (phi_t.transpose(1, 2) @ targets_t.unsqueeze(-1)).squeeze(-1)  # (T, F)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
         reg = self.reg_coeff
         for _ in range(5):
-            weights = torch.linalg.solve(gram + reg * eye, rhs)  # (T, F)
-            if torch.isfinite(weights).all():
+            weights, info = torch.linalg.solve_ex(gram + reg * eye, rhs)  # (T, F); info != 0 when singular
+            if not info.any() and torch.isfinite(weights).all():
                 break
             reg *= 10.0
-        self.weights = weights
+        self.weights = weights.to(phi.dtype)
         return self
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
