@@ -205,6 +205,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                     for name, c in curves.items()},
         "oracle": oracle,
     }
+    if "pretrained" in curves:  # paired over the same test tasks: the task-to-task spread cancels
+        record["minus_pretrained"] = {
+            name: dict(zip(("mean", "ci95"), ([v[s] for s in args.steps] for v in c.minus(curves["pretrained"]))))
+            for name, c in curves.items() if name != "pretrained"
+        }
     if args.env == "navigation2d":
         record["reference"] = {"finn2017_maml": FINN_NAVIGATION["maml"], "finn2017_oracle": FINN_NAVIGATION["oracle"]}
     if args.out:
@@ -241,14 +246,17 @@ def _format_table(record: dict) -> str:
     p = record["protocol"]
     lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}), "
              f"{p['test_tasks']} test tasks x {p['rollouts']} rollouts; +- 95% CI",
-             f"{'method':<22}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
+             f"{'method':<26}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
     for name, m in record["methods"].items():
         cells = "".join(f"{v:>10.2f} +- {c:<5.2f}" for v, c in zip(m["mean"], m["ci95"]))
         label = f"{name} ({m['seeds']} seed{'s' if m['seeds'] > 1 else ''})"
-        lines.append(f"{label:<22}{cells}")
+        lines.append(f"{label:<26}{cells}")
     if record.get("oracle"):
-        lines.append(f"{'oracle (exact)':<22}" + "".join(f"{record['oracle']['mean']:>10.2f}{'':8}" for _ in steps))
+        lines.append(f"{'oracle (exact)':<26}" + "".join(f"{record['oracle']['mean']:>10.2f}{'':8}" for _ in steps))
+    for name, diff in record.get("minus_pretrained", {}).items():
+        cells = "".join(f"{v:>+10.2f} +- {c:<5.2f}" for v, c in zip(diff["mean"], diff["ci95"]))
+        lines.append(f"{name + ' - pretrained':<26}{cells}")
     if "reference" in record:
         ref = record["reference"]["finn2017_maml"]
-        lines.append(f"{'Finn et al. MAML':<22}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
+        lines.append(f"{'Finn et al. MAML':<26}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
     return "\n".join(lines)

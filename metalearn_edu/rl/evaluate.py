@@ -116,6 +116,7 @@ class Curve:
     seeds: int
     per_seed: list[list[float]] = field(default_factory=list)  # (S, K + 1) mean over tasks of each seed
     sources: list[str] = field(default_factory=list)
+    per_task: list[list[float]] = field(default_factory=list)  # (K + 1, N) mean over seeds of each test task
 
     @classmethod
     def from_runs(cls, runs: Sequence[Tensor], sources: Sequence[str] = ()) -> "Curve":
@@ -125,7 +126,16 @@ class Curve:
             stats = [mean_ci95(row.tolist()) for row in runs[0]]
         else:
             stats = [mean_ci95(col) for col in zip(*per_seed)]
-        return cls([m for m, _ in stats], [c for _, c in stats], len(runs), per_seed, list(sources))
+        per_task = torch.stack(list(runs)).mean(dim=0).tolist()
+        return cls([m for m, _ in stats], [c for _, c in stats], len(runs), per_seed, list(sources), per_task)
+
+    def minus(self, other: "Curve") -> tuple[list[float], list[float]]:
+        """Paired difference self - other on the same test tasks: (mean, 95% CI over tasks) per step.
+
+        Both curves must come from the same protocol (same test tasks); the task-to-task spread of the
+        returns cancels, so this is the interval to read when two methods are compared."""
+        stats = [mean_ci95((np.asarray(a) - np.asarray(b)).tolist()) for a, b in zip(self.per_task, other.per_task)]
+        return [m for m, _ in stats], [c for _, c in stats]
 
 
 def navigation_oracle_returns(tasks: Sequence[Any], horizon: int = 100) -> np.ndarray:

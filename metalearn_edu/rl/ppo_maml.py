@@ -76,7 +76,7 @@ def ppo_outer_epochs(
         (-objective).backward()
         optimizer.step()
         with torch.no_grad():
-            ratios = torch.exp(log_probs - old_log_probs)
+            ratios = torch.exp(torch.where(post.mask > 0, log_probs - old_log_probs, 0.0))  # 1 on padded steps
             clipped = (((ratios - 1.0).abs() > clip).float() * post.mask).sum() / post.mask.sum()
         tag = "first" if epoch == 0 else "last"
         stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
