@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from metalearn_edu.course.checks.objective import HINT_OWN_PARAMS, call_student, diagnose
 from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, expect_true, passed
 from metalearn_edu.evaluate import adaptation_curves
-from metalearn_edu.functional import Params, forward, make_mlp, mse, params_of
+from metalearn_edu.functional import Params, make_mlp, params_of
 from metalearn_edu.tasks import SinusoidTasks, TaskBatch
 
 __all__ = [
