@@ -139,3 +139,9 @@ def test_curve_statistics_over_tasks_and_over_seeds():
     assert mean == 2.0 and ci == pytest.approx(12.706 * np.sqrt(2) / np.sqrt(2))
     two = Curve.from_runs([torch.tensor([[1.0, 3.0]]), torch.tensor([[3.0, 5.0]])])
     assert two.mean == [3.0] and two.per_seed == [[2.0], [4.0]] and two.seeds == 2
+
+
+def test_time_limit_stops_with_a_checkpoint_and_a_rerun_continues(tmp_path):
+    result = train_rl(replace(TINY, time_limit_s=1e-9), tmp_path, progress=False)
+    assert result.iterations_done == 1 and torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    assert train_rl(TINY, tmp_path, progress=False).iterations_done == TINY.iterations

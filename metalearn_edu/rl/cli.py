@@ -91,6 +91,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
                    help=f"inner-step meta-gradient estimator; auto = lvc for ppo-maml, naive otherwise (default: {d['estimator']})")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
     p.add_argument("--backend", default=None, choices=("auto", "batched", "loop", "vector"), help=f"sampler backend (default: {d['backend']})")
+    p.add_argument("--time-limit", dest="time_limit_s", type=_positive_float, default=None,
+                   help="stop after this many seconds of this session, writing a checkpoint (rerun to continue)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
