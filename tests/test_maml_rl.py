@@ -101,7 +101,7 @@ def test_maml_trpo_step_improves_the_surrogate_within_the_kl_constraint(problem)
     check = _PostUpdateProblem(policy, meta, inner)
     policy.load_state_dict(policy_new)
     surrogate, kl = check.evaluate(create_graph=False)
-    assert float(kl) <= 0.01 and float(surrogate) > 0.0  # the surrogate is 0 at theta_old (standardised advantages)
+    assert float(kl.detach()) <= 0.01 and float(surrogate.detach()) > 0.0  # the surrogate is 0 at theta_old (standardised advantages)
 
 
 def test_maml_trpo_respects_a_tighter_trust_region(problem):

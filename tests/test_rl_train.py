@@ -10,6 +10,7 @@ import torch
 
 from metalearn_edu.envs.navigation import Navigation2DEnv
 from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns
+from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, read_metrics, train_rl
 from metalearn_edu.train import DivergenceError
@@ -95,7 +96,8 @@ def test_divergence_stops_with_a_clear_message(tmp_path):
 
 
 def test_evaluation_is_deterministic_under_a_seed():
-    policy, _, _ = _trained_tiny()
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0)
     protocol = Protocol(steps=2, test_tasks=3, rollouts=4, horizon=8, seed=3)
     with make_sampler(replace(TINY, horizon=8)) as sampler:
         first = adaptation_returns(policy, sampler, protocol)
@@ -104,13 +106,6 @@ def test_evaluation_is_deterministic_under_a_seed():
     assert first.shape == (3, 3)
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.equal(first, other)
-
-
-def _trained_tiny():
-    torch.manual_seed(0)
-    from metalearn_edu.rl.policies import GaussianMLPPolicy
-
-    return GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0), None, None
 
 
 def test_navigation_oracle_is_the_return_of_the_optimal_trajectory_in_the_env():
