@@ -28,10 +28,11 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.func import functional_call
 
+from metalearn_edu.functional import make_mlp  # one MLP builder for the whole library
+
 Params = Mapping[str, Tensor]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class PolicyStep(NamedTuple):
@@ -48,17 +49,9 @@ def _check_positive(value: int, name: str) -> int:
 
 
 def _build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if isinstance(hidden, int) or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
         raise ValueError(f"hidden must be a sequence of positive layer widths such as (64, 64), got {hidden!r}")
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return make_mlp(in_dim, hidden, out_dim, activation)
 
 
 def stack_params(per_task: Sequence[Params]) -> dict[str, Tensor]:
