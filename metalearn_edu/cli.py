@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def add_common_arguments(p: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
     """Add the ``--seed`` and ``--out`` options every leaf subcommand shares."""
     p.add_argument("--seed", type=int, default=0, help="random seed for Python, NumPy, torch and env resets (default: 0)")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+Config = TypeVar("Config")
 
 
 def seed_everything(seed: int) -> None:
@@ -41,3 +45,15 @@ def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 
     if name == "cpu" and threads:
         torch.set_num_threads(threads)
     return torch.device(name)
+
+
+def config_from_dict(cls: type[Config], data: dict[str, Any]) -> Config:
+    """Rebuild a config dataclass from its JSON form (lists back to tuples), rejecting unknown fields."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}; accepted: {sorted(known)}")
+    data = dict(data)
+    if "hidden" in data:
+        data["hidden"] = tuple(data["hidden"])
+    return cls(**data)

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from metalearn_edu.cli import add_common_arguments
+from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
 from metalearn_edu.maml import ALGORITHMS
 
 FINN_TABLE2 = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrain": {1: 2.41, 5: 2.23, 10: 2.19}}
 DEFAULT_INNER_STEPS = {"maml": 1, "fomaml": 1, "reptile": 5, "pretrain": 1}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def register(groups: dict) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 
 from metalearn_edu.functional import check_inner_arguments, make_mlp, params_of
 from metalearn_edu.maml import ALGORITHMS, check_algorithm, meta_gradient
-from metalearn_edu.runtime import resolve_device, seed_everything
+from metalearn_edu.runtime import config_from_dict, resolve_device, seed_everything
 from metalearn_edu.tasks import SinusoidTasks
 
 
@@ -61,14 +61,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}; accepted: {sorted(known)}")
-        data = dict(data)
-        if "hidden" in data:
-            data["hidden"] = tuple(data["hidden"])
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass

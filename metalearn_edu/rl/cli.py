@@ -12,24 +12,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from metalearn_edu.cli import add_common_arguments
+from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
 
 ALGO_HELP = ("maml-vpg (Adam through the inner step), maml-trpo (Finn et al.), ppo-maml (ProMP), "
              "ppo-inner (PPO adaptation, first-order outer update), pretrain (multi-task baseline, no adaptation in training)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _targets() -> dict[str, str]:

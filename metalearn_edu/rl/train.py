@@ -38,7 +38,7 @@ from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, maml_trpo_step, maml_
 from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, MLPPolicy, policy_for_spaces
 from metalearn_edu.rl.ppo_maml import ppo_adapt, ppo_inner_step, promp_step
 from metalearn_edu.rl.sampler import BACKENDS, MetaSampler
-from metalearn_edu.runtime import resolve_device, seed_everything
+from metalearn_edu.runtime import config_from_dict, resolve_device, seed_everything
 from metalearn_edu.train import DivergenceError, _atomic_save, read_metrics
 
 ALGORITHMS = ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner", "pretrain")
@@ -162,14 +162,7 @@ class RLTrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RLTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}; accepted: {sorted(known)}")
-        data = dict(data)
-        if "hidden" in data:
-            data["hidden"] = tuple(data["hidden"])
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> Any:
