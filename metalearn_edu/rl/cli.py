@@ -31,6 +31,14 @@ def _targets() -> dict[str, str]:
     return targets
 
 
+def _aliases(name: str) -> list[str]:
+    """The hyphenated spelling of a robot task (``halfcheetah-vel`` for ``halfcheetahvel``), as the course writes it."""
+    for robot in ("halfcheetah", "ant"):
+        if name.startswith(robot) and len(name) > len(robot):
+            return [f"{robot}-{name[len(robot):]}"]
+    return []
+
+
 def _config_defaults(env: str) -> dict[str, Any]:
     from metalearn_edu.rl.train import RLTrainConfig
 
@@ -46,7 +54,7 @@ def register(groups: dict) -> None:
 def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> None:
     d = _config_defaults(env)
     p = sub.add_parser(
-        env, help=f"meta-train a policy on {env}",
+        env, aliases=_aliases(env), help=f"meta-train a policy on {env}",
         description=f"Meta-train a policy on {description}. Writes config.json, metrics.jsonl (pre- and post-update "
         "return, KL, time per iteration), checkpoint.pt and curve.png into --out; rerunning the same command resumes "
         "from the checkpoint. Defaults: ProMP / Finn et al. sizes for a laptop CPU.",
@@ -130,7 +138,7 @@ def _write_curve(out: Path, config: Any) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction, env: str, description: str) -> None:
     p = sub.add_parser(
-        env, help=f"return after 0..K adaptation steps on {env}",
+        env, aliases=_aliases(env), help=f"return after 0..K adaptation steps on {env}",
         description=f"Adapt checkpoints on a fixed, seeded set of test tasks of {description} with K vanilla policy-gradient "
         "steps (step size 0.1 then 0.05, linear baseline: Finn et al.'s protocol) and report the mean return after each "
         "number of steps with a 95%% CI. Checkpoints of the same algorithm are aggregated as training seeds.",
