@@ -4,6 +4,10 @@ Each checkpoint is a small state dict (``<name>.pt``, loaded with ``weights_only
 JSON file with its config, the command that produced it and its measured results.
 
     load_sinusoid("maml")  -> (model, TrainConfig)   # Finn et al. config, 70k meta-iterations
+    load_rl("halfcheetah-vel")  -> (policy, RLTrainConfig, state)   # PPO-MAML, meta-trained on a 2-core CPU
+
+Meta-RL checkpoints live in ``rl/<env>_<algo>.pt`` with a JSON card and the run's training log
+(``.metrics.jsonl``, one line per meta-iteration).
 """
 
 from __future__ import annotations
@@ -55,4 +59,57 @@ def export_sinusoid(run_dir: str | Path, algo: str, card: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state["model"], "config": state["config"], "iteration": state["iteration"]}, path)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir")
+RL_ALGOS = ("ppo-maml", "pretrain")
+
+
+def rl_path(env: str, algo: str = "ppo-maml") -> Path:
+    """Where the shipped meta-RL checkpoint of ``env`` trained with ``algo`` lives."""
+    if env not in RL_ENVS:
+        raise ValueError(f"env must be one of {', '.join(RL_ENVS)}; got {env!r}")
+    if algo not in RL_ALGOS:
+        raise ValueError(f"algo must be one of {', '.join(RL_ALGOS)}; got {algo!r}")
+    return HERE / "rl" / f"{env.replace('-', '_')}_{algo.replace('-', '_')}.pt"
+
+
+def available_rl() -> list[tuple[str, str]]:
+    """The (env, algo) pairs whose meta-RL checkpoint ships with this installation."""
+    return [(e, a) for e in RL_ENVS for a in RL_ALGOS if rl_path(e, a).exists()]
+
+
+def load_rl(env: str, algo: str = "ppo-maml", device: str | torch.device = "cpu") -> tuple[nn.Module, "RLTrainConfig", dict]:  # noqa: F821
+    """The shipped policy of ``env`` trained with ``algo``: (policy, RLTrainConfig, state dict)."""
+    from metalearn_edu.rl.train import load_rl_checkpoint
+
+    path = rl_path(env, algo)
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped checkpoint for {env} / {algo} (have: {available_rl()}); "
+                                f"train one with 'metalearn-edu train {env} --algo {algo}'")
+    return load_rl_checkpoint(path, device)
+
+
+def rl_card(env: str, algo: str = "ppo-maml") -> dict:
+    """The JSON card of a shipped meta-RL checkpoint: config, command, seed, wall-clock, evaluation."""
+    return json.loads(rl_path(env, algo).with_suffix(".json").read_text())
+
+
+def rl_metrics(env: str, algo: str = "ppo-maml") -> list[dict]:
+    """The training log of a shipped meta-RL checkpoint, one dict per meta-iteration."""
+    text = rl_path(env, algo).with_suffix(".metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def export_rl(run_dir: str | Path, env: str, algo: str, card: dict) -> Path:
+    """Copy a meta-RL run's policy (no optimizer state), its card and its training log into the package."""
+    run_dir = Path(run_dir)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    path = rl_path(env, algo)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = ("policy", "policy_spec", "config", "iteration")
+    torch.save({key: state[key] for key in keep}, path)
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    path.with_suffix(".metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
     return path
