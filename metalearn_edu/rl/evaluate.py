@@ -6,20 +6,23 @@ The protocol of Finn et al. 2017 (section 5.3, and their result files): for each
     for k = 0..K:  sample B episodes with pi_theta_k on the task; record their mean return R_k;
                    theta_{k+1} = theta_k + alpha_k grad L(theta_k)      (vanilla policy gradient,
                    standardised advantages over the linear feature baseline, per-step average)
-    alpha_0 = 0.1, alpha_k = 0.05 for k >= 1; N = 40, B = 20, horizon 100 for 2D navigation.
+    alpha_0 = 0.1, alpha_k = 0.05 for k >= 1; N = 40, B = 20, K = 3, horizon 100 for 2D navigation and
+    200 for the locomotion tasks (:func:`paper_protocol`).
 
 Every method (meta-trained, pretrained, random initialisation) is adapted the same way. A curve is the
 mean over test tasks of R_k; with several training seeds, the mean over seeds of that per-seed mean, with a
 Student-t 95% confidence interval over seeds (over tasks when there is one seed).
 
 Oracles (:data:`ORACLES`) are exact: for navigation, the best any policy can do knowing the goal (see
-:func:`navigation_oracle_returns`); for bandits, pulling the best arm every time, H max_k p_k.
+:func:`navigation_oracle_returns`); for bandits, pulling the best arm every time, H max_k p_k. The MuJoCo
+tasks have no exact oracle; Finn et al.'s (a policy trained on each test task) is quoted as a reference
+(:func:`finn_reference`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metalearn_edu.envs import resolve_env_id
+from metalearn_edu.envs import resolve_env_id, short_name
 from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_RADIUS, goal_from_task
 from metalearn_edu.rl.maml_rl import InnerSpec
 from metalearn_edu.rl.train import RLTrainConfig, iteration_seed, load_rl_checkpoint, make_sampler
 
 # Finn et al. 2017, 2D navigation, mean return after 0..3 steps (their result files), and their oracle
 FINN_NAVIGATION = {"maml": [-40.41, -11.68, -3.33, -3.23], "oracle": -2.29}
+# Finn et al. 2017, locomotion (section 5.3): mean return after 0..3 steps of MAML and of the pretrained
+# (multi-task) policy, and their oracle (a policy trained on each test task), by env short name
+FINN_LOCOMOTION: dict[str, dict[str, Any]] = {
+    "halfcheetahvel": {"maml": [-129.5, -78.6, -66.6, -60.8], "pretrained": [-158.0, -135.4, -128.5, -133.6], "oracle": -54.5},
+    "halfcheetahdir": {"maml": [-50.7, 293.2, 313.5, 315.7], "pretrained": [-43.0, -24.8, -12.9, 19.6], "oracle": 442.7},
+    "antvel": {"maml": [30.6, 96.7, 100.1, 101.4], "pretrained": [-1.8, 6.1, 8.5, 9.5], "oracle": 107.9},
+    "antdir": {"maml": [8.7, 499.2, 500.7, 499.1], "pretrained": [3.2, 1.3, 6.5, 6.9], "oracle": 524.8},
+}
+PAPER_HORIZONS = {"navigation2d": 100, **{name: 200 for name in FINN_LOCOMOTION}}  # H of Finn et al.'s protocol
 TEST_TASK_STREAM = 7357  # mixed into the test-task seed so test tasks never coincide with training tasks
 
 # two-sided 95% Student-t critical values t_{0.975, df}
@@ -86,24 +98,61 @@ class Protocol:
         return self.step_sizes[min(k, len(self.step_sizes) - 1)]
 
 
+def _short(env: str) -> str:
+    """The short name of ``env`` (a CLI target, short name or gymnasium id), or ``env`` itself if unregistered."""
+    try:
+        return short_name(resolve_env_id(env))
+    except ValueError:
+        return env
+
+
+def paper_protocol(env: str, *, task_seed: int = 0, seed: int = 0) -> Protocol:
+    """Finn et al. 2017's protocol for ``env``: N = 40, B = 20, K = 3, step sizes 0.1 then 0.05, and
+    H = 100 for navigation2d, 200 for the locomotion families (the env's own horizon for any other env)."""
+    return Protocol(steps=3, test_tasks=40, rollouts=20, step_sizes=(0.1, 0.05), horizon=PAPER_HORIZONS.get(_short(env)),
+                    task_seed=task_seed, seed=seed)
+
+
+def finn_reference(env: str) -> dict[str, Any] | None:
+    """Finn et al. 2017's numbers for ``env`` (``finn2017_maml`` and, where reported, ``finn2017_pretrained``:
+    returns after 0..3 steps; ``finn2017_oracle``), or None when the paper has no such experiment."""
+    name = _short(env)
+    if name == "navigation2d":
+        return {"finn2017_maml": FINN_NAVIGATION["maml"], "finn2017_oracle": FINN_NAVIGATION["oracle"]}
+    if name in FINN_LOCOMOTION:
+        ref = FINN_LOCOMOTION[name]
+        return {"finn2017_maml": ref["maml"], "finn2017_pretrained": ref["pretrained"], "finn2017_oracle": ref["oracle"]}
+    return None
+
+
 def test_tasks(sampler: Any, protocol: Protocol) -> list[Any]:
     """The fixed test tasks of ``protocol`` (independent of every training task stream)."""
     return sampler.sample_tasks(protocol.test_tasks, rng=np.random.default_rng([protocol.task_seed, TEST_TASK_STREAM, 1]))
 
 
-def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Tensor:
-    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N)."""
+def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Iterator[tuple[int, dict[str, Tensor] | None, Any]]:
+    """The protocol's adaptation, one step at a time: yields ``(k, params_k, batch_k)`` for k = 0..K.
+
+    ``params_k`` are the parameters after k steps, stacked per task on a leading T dim (None for k = 0:
+    the policy's own), and ``batch_k`` the B episodes per task sampled with them; theta_{k+1} is one vanilla
+    policy-gradient step of size alpha_k on ``batch_k`` (standardised advantages over the linear baseline).
+    """
     tasks = test_tasks(sampler, protocol) if tasks is None else tasks
     params = {n: p.detach() for n, p in policy.parameters_dict().items()}
-    per_task, returns = False, []
+    per_task = False
     for k in range(protocol.steps + 1):
         batch = sampler.sample(policy, tasks, protocol.rollouts, params=params if per_task else None,
                                seed=iteration_seed(protocol.seed, k, 2))
-        returns.append(batch.episode_returns().mean(dim=1).cpu())  # (N,)
+        yield k, (params if per_task else None), batch
         if k < protocol.steps:
             inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma)
             params = inner.adapt_detached(policy, params, batch, per_task_params=per_task)
             per_task = True
+
+
+def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Tensor:
+    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N)."""
+    returns = [batch.episode_returns().mean(dim=1).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks)]
     return torch.stack(returns).double()  # (K + 1, N)
 
 
@@ -186,7 +235,7 @@ def evaluate_checkpoints(paths: Sequence[str | Path], protocol: Protocol, device
     sources: dict[str, list[str]] = {}
     for path in paths:
         policy, config, _ = load_rl_checkpoint(path, device)
-        with make_sampler(_eval_config(config, protocol), device) as sampler:
+        with make_sampler(eval_config(config, protocol), device) as sampler:
             runs.setdefault(config.algo, []).append(adaptation_returns(policy, sampler, protocol))
         sources.setdefault(config.algo, []).append(str(path))
     return {algo: Curve.from_runs(r, sources[algo]) for algo, r in runs.items()}
@@ -197,7 +246,7 @@ def evaluate_random_init(config: RLTrainConfig, protocol: Protocol, seeds: Seque
     from metalearn_edu.rl.train import build_policy
 
     runs = []
-    with make_sampler(_eval_config(config, protocol), device) as sampler:
+    with make_sampler(eval_config(config, protocol), device) as sampler:
         for seed in seeds:
             torch.manual_seed(seed)
             policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
@@ -207,7 +256,11 @@ def evaluate_random_init(config: RLTrainConfig, protocol: Protocol, seeds: Seque
 
 def evaluate_oracle(config: RLTrainConfig, protocol: Protocol) -> dict[str, Any] | None:
     """The exact oracle on the test tasks (flat over adaptation steps), or None when none is known."""
-    with make_sampler(_eval_config(config, protocol), "cpu") as sampler:
+    from metalearn_edu.rl.train import env_preset
+
+    if resolve_env_id(env_preset(config.env).env) not in ORACLES:
+        return None
+    with make_sampler(eval_config(config, protocol), "cpu") as sampler:
         values = oracle_returns(config.env, test_tasks(sampler, protocol), sampler.horizon)
     if values is None:
         return None
@@ -215,13 +268,16 @@ def evaluate_oracle(config: RLTrainConfig, protocol: Protocol) -> dict[str, Any]
     return {"mean": mean, "ci95": ci, "how": (ORACLES[resolve_env_id(config.env)].__doc__ or "").strip().splitlines()[0]}
 
 
-def _eval_config(config: RLTrainConfig, protocol: Protocol) -> RLTrainConfig:
+def eval_config(config: RLTrainConfig, protocol: Protocol) -> RLTrainConfig:
+    """``config`` with the protocol's horizon (the config's own when the protocol leaves it None)."""
     horizon = protocol.horizon if protocol.horizon is not None else config.horizon
     return RLTrainConfig.from_dict(asdict(config) | {"horizon": horizon})
 
 
-def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, title: str = "", reference: dict[str, list[float]] | None = None, ax=None):
-    """Return against adaptation steps, one line (mean, 95% CI band) per method; oracle and paper dashed."""
+def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, title: str = "", reference: dict[str, list[float]] | None = None,
+                    reference_oracle: float | None = None, ax=None):
+    """Return against adaptation steps, one line (mean, 95% CI band) per method; the exact oracle dashed black;
+    published curves (``reference``: label -> returns after 0..K steps) dotted grey, a published oracle dash-dotted grey."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
@@ -230,8 +286,10 @@ def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, 
         mean, ci = np.asarray(curve.mean), np.asarray(curve.ci95)
         ax.plot(steps, mean, marker="o", label=f"{name} ({curve.seeds} seed{'s' if curve.seeds > 1 else ''})")
         ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
-    for name, values in (reference or {}).items():
-        ax.plot(np.arange(len(values)), values, ls=":", marker="x", color="gray", label=name)
+    for (name, values), marker in zip((reference or {}).items(), "x+*d"):
+        ax.plot(np.arange(len(values)), values, ls=":", marker=marker, color="gray", label=name)
+    if reference_oracle is not None:
+        ax.axhline(reference_oracle, ls="-.", color="gray", lw=1, label="Finn et al. 2017 oracle")
     if oracle is not None:
         ax.axhline(oracle["mean"], ls="--", color="black", lw=1, label="oracle (exact optimum)")
     ax.set_xlabel("adaptation steps (policy-gradient)")
@@ -244,7 +302,7 @@ def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, 
 
 
 __all__ = [
-    "Curve", "FINN_NAVIGATION", "ORACLES", "Protocol", "adaptation_returns", "bandit_oracle_returns", "evaluate_checkpoints",
-    "evaluate_oracle", "evaluate_random_init", "mean_ci95", "navigation_oracle_returns", "oracle_returns", "plot_adaptation",
-    "t_critical", "test_tasks",
+    "Curve", "FINN_LOCOMOTION", "FINN_NAVIGATION", "ORACLES", "PAPER_HORIZONS", "Protocol", "adaptation_path", "adaptation_returns",
+    "bandit_oracle_returns", "eval_config", "evaluate_checkpoints", "evaluate_oracle", "evaluate_random_init", "finn_reference",
+    "mean_ci95", "navigation_oracle_returns", "oracle_returns", "paper_protocol", "plot_adaptation", "t_critical", "test_tasks",
 ]
