@@ -71,3 +71,65 @@ def test_errors_name_the_argument(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["evaluate", "navigation2d"]) == 2
     assert "--checkpoint must name at least one checkpoint" in capsys.readouterr().err
+
+
+def _protocol_of(argv):
+    from metalearn_edu.cli import build_parser
+    from metalearn_edu.rl.cli import evaluation_protocol
+
+    return evaluation_protocol(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("env, horizon", [("navigation2d", 100), ("halfcheetah-vel", 200), ("antdir", 200)])
+def test_protocol_paper_pins_finn_et_al(env, horizon):
+    protocol, steps = _protocol_of(["evaluate", env, "--protocol", "paper", "--seed", "3"])
+    assert steps == [0, 1, 2, 3] and protocol.steps == 3
+    assert (protocol.test_tasks, protocol.rollouts, protocol.step_sizes, protocol.horizon, protocol.seed) == (40, 20, (0.1, 0.05), horizon, 3)
+    # repeating the paper's own values is no conflict
+    again, _ = _protocol_of(["evaluate", env, "--protocol", "paper", "--seed", "3", "--test-tasks", "40", "--step-sizes", "0.1", "0.05"])
+    assert again == protocol
+    custom, steps = _protocol_of(["evaluate", env, "--rollouts", "5", "--steps", "0", "2"])
+    assert (custom.rollouts, custom.steps, custom.test_tasks, custom.horizon, steps) == (5, 2, 40, None, [0, 2])
+
+
+def test_protocol_paper_rejects_conflicting_flags(capsys):
+    assert main(["evaluate", "halfcheetah-vel", "--protocol", "paper", "--rollouts", "5", "--horizon", "20", "--baselines"]) == 2
+    err = capsys.readouterr().err
+    assert "--protocol paper" in err and "--rollouts 5 (paper: 20)" in err and "--horizon 20 (paper: 200)" in err
+    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"]):
+        assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", *extra]) == 2
+        assert extra[0] in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "navigation2d", "--protocol", "finn"])
+    assert "--protocol" in capsys.readouterr().err
+
+
+def test_locomotion_evaluate_with_baselines_quotes_finn_et_al(tmp_path, capsys):
+    tiny = ["--iterations", "1", "--meta-batch", "2", "--rollouts", "2", "--horizon", "8", "--hidden", "8", "--quiet"]
+    assert main(["train", "halfcheetah-vel", "--algo", "ppo-maml", *tiny, "--out", str(tmp_path / "maml")]) == 0
+    assert main(["train", "halfcheetah-vel", "--algo", "pretrain", *tiny, "--out", str(tmp_path / "pre")]) == 0
+    capsys.readouterr()
+    args = ["evaluate", "halfcheetah-vel", "--checkpoint", str(tmp_path / "maml"), "--baselines", "--pretrained", str(tmp_path / "pre"),
+            "--steps", "0", "1", "--test-tasks", "2", "--rollouts", "2", "--horizon", "8"]
+    assert main([*args, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record["methods"]) == {"ppo-maml", "pretrained", "random init"} and record["protocol_name"] == "custom"
+    assert record["oracle"] is None and "no exact oracle" in record["oracle_note"] and "-54.5" in record["oracle_note"]
+    assert record["reference"] == {"finn2017_maml": [-129.5, -78.6, -66.6, -60.8], "finn2017_pretrained": [-158.0, -135.4, -128.5, -133.6],
+                                   "finn2017_oracle": -54.5}
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "Finn et al. pretrained" in table and "Finn et al. oracle" in table and "no exact oracle" in table
+    # a meta-trained checkpoint is not a pretrained baseline
+    assert main([*args[:5], "--pretrained", str(tmp_path / "maml"), "--test-tasks", "2"]) == 2
+    assert "--pretrained must name checkpoints of --algo pretrain runs" in capsys.readouterr().err
+
+
+def test_finn_references_cover_every_locomotion_family():
+    from metalearn_edu.rl.evaluate import finn_reference
+
+    assert finn_reference("halfcheetahdir")["finn2017_maml"][1] == 293.2
+    assert finn_reference("metalearn_edu/AntVel-v0")["finn2017_oracle"] == 107.9
+    assert finn_reference("antdir")["finn2017_pretrained"] == [3.2, 1.3, 6.5, 6.9]
+    assert finn_reference("navigation2d")["finn2017_maml"][0] == -40.41
+    assert finn_reference("bandit5") is None

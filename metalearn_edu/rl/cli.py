@@ -31,7 +31,7 @@ def _targets() -> dict[str, str]:
     return targets
 
 
-def _aliases(name: str) -> list[str]:
+def hyphenated_aliases(name: str) -> list[str]:
     """The hyphenated spelling of a robot task (``halfcheetah-vel`` for ``halfcheetahvel``), as the course writes it."""
     for robot in ("halfcheetah", "ant"):
         if name.startswith(robot) and len(name) > len(robot):
@@ -54,7 +54,7 @@ def register(groups: dict) -> None:
 def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> None:
     d = _config_defaults(env)
     p = sub.add_parser(
-        env, aliases=_aliases(env), help=f"meta-train a policy on {env}",
+        env, aliases=hyphenated_aliases(env), help=f"meta-train a policy on {env}",
         description=f"Meta-train a policy on {description}. Writes config.json, metrics.jsonl (pre- and post-update "
         "return, KL, time per iteration), checkpoint.pt and curve.png into --out; rerunning the same command resumes "
         "from the checkpoint. Defaults: ProMP / Finn et al. sizes for a laptop CPU.",
@@ -137,18 +137,26 @@ def _write_curve(out: Path, config: Any) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction, env: str, description: str) -> None:
+    from metalearn_edu.rl.evaluate import paper_protocol
+
     p = sub.add_parser(
-        env, aliases=_aliases(env), help=f"return after 0..K adaptation steps on {env}",
+        env, aliases=hyphenated_aliases(env), help=f"return after 0..K adaptation steps on {env}",
         description=f"Adapt checkpoints on a fixed, seeded set of test tasks of {description} with K vanilla policy-gradient "
         "steps (step size 0.1 then 0.05, linear baseline: Finn et al.'s protocol) and report the mean return after each "
         "number of steps with a 95%% CI. Checkpoints of the same algorithm are aggregated as training seeds.",
     )
+    paper = paper_protocol(env)
+    paper_h = f"H = {paper.horizon}" if paper.horizon is not None else "the env's own horizon"
     p.add_argument("--checkpoint", nargs="+", default=[], help="checkpoint.pt files or run folders (several seeds and algorithms allowed)")
-    p.add_argument("--steps", type=int, nargs="+", default=[0, 1, 2, 3], help="numbers of adaptation steps to report (default: 0 1 2 3)")
-    p.add_argument("--test-tasks", type=_positive_int, default=40, help="N: test tasks (default: 40)")
-    p.add_argument("--rollouts", type=_positive_int, default=20, help="B: episodes per task and step (default: 20)")
-    p.add_argument("--step-sizes", type=_positive_float, nargs="+", default=[0.1, 0.05], help="first step size, then the one of every later step (default: 0.1 0.05)")
-    p.add_argument("--horizon", type=_positive_int, default=None, help="H: steps per episode (default: the checkpoint's)")
+    p.add_argument("--protocol", choices=("paper", "custom"), default="custom",
+                   help=f"paper: pin Finn et al. 2017's protocol (40 test tasks, 20 rollouts, steps 0 1 2 3, step sizes 0.1 0.05, {paper_h}); "
+                   "a different --steps, --test-tasks, --rollouts, --step-sizes or --horizon is then an error. "
+                   "custom: those flags, each defaulting to the paper's value, except the horizon (default: custom)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="numbers of adaptation steps to report (default: 0 1 2 3)")
+    p.add_argument("--test-tasks", type=_positive_int, default=None, help="N: test tasks (default: 40)")
+    p.add_argument("--rollouts", type=_positive_int, default=None, help="B: episodes per task and step (default: 20)")
+    p.add_argument("--step-sizes", type=_positive_float, nargs="+", default=None, help="first step size, then the one of every later step (default: 0.1 0.05)")
+    p.add_argument("--horizon", type=_positive_int, default=None, help=f"H: steps per episode (default: the checkpoint's; {paper_h} with --protocol paper)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the test tasks (default: 0)")
     p.add_argument("--baselines", action="store_true", help="add the random-initialisation baseline, the exact oracle and the pretrained baseline")
     p.add_argument("--pretrained", nargs="+", default=[], help="checkpoints of --algo pretrain runs for the pretrained baseline")
@@ -160,23 +168,60 @@ def _add_evaluate(sub: argparse._SubParsersAction, env: str, description: str) -
     p.set_defaults(func=_evaluate, env=env)
 
 
+# evaluate flag -> the Protocol field it sets (--steps sets steps = max(--steps) and the reported steps)
+_PROTOCOL_FLAGS = {"--steps": "steps", "--test-tasks": "test_tasks", "--rollouts": "rollouts", "--step-sizes": "step_sizes", "--horizon": "horizon"}
+
+
+def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
+    """The Protocol and the reported steps of an ``evaluate`` command line.
+
+    ``--protocol paper`` pins Finn et al.'s values (:func:`paper_protocol`) and rejects any flag that sets
+    another value; ``custom`` takes the flags, with the paper's values as defaults (the horizon: the checkpoint's).
+    """
+    from metalearn_edu.rl.evaluate import Protocol, paper_protocol
+
+    paper = paper_protocol(args.env, task_seed=args.task_seed, seed=args.seed)
+    wanted = {"steps": list(range(paper.steps + 1)), "test_tasks": paper.test_tasks, "rollouts": paper.rollouts,
+              "step_sizes": list(paper.step_sizes), "horizon": paper.horizon}
+    given = {flag: getattr(args, dest) for flag, dest in _PROTOCOL_FLAGS.items() if getattr(args, dest) is not None}
+    if getattr(args, "protocol", "custom") == "paper":
+        conflicts = [f"{flag} {_show(value)} (paper: {_show(wanted[_PROTOCOL_FLAGS[flag]])})" for flag, value in given.items()
+                     if value != wanted[_PROTOCOL_FLAGS[flag]]]
+        if conflicts:
+            raise ValueError(f"--protocol paper pins Finn et al.'s protocol; drop {', '.join(conflicts)} or pass --protocol custom")
+        return paper, wanted["steps"]
+    steps = given.get("--steps", wanted["steps"])
+    if any(s < 0 for s in steps):
+        raise ValueError(f"--steps must be non-negative integers, got {steps}")
+    protocol = Protocol(steps=max(steps), test_tasks=given.get("--test-tasks", paper.test_tasks), rollouts=given.get("--rollouts", paper.rollouts),
+                        step_sizes=tuple(given.get("--step-sizes", paper.step_sizes)), horizon=given.get("--horizon"),
+                        task_seed=args.task_seed, seed=args.seed)
+    return protocol, steps
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(the env's own)"
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from metalearn_edu.rl.evaluate import (FINN_NAVIGATION, Protocol, evaluate_checkpoints, evaluate_oracle,
-                                           evaluate_random_init, plot_adaptation)
+    from metalearn_edu.rl.evaluate import evaluate_checkpoints, evaluate_oracle, evaluate_random_init, finn_reference
     from metalearn_edu.rl.train import RLTrainConfig, load_rl_checkpoint, train_rl
     from metalearn_edu.runtime import resolve_device
 
-    if any(s < 0 for s in args.steps):
-        raise ValueError(f"--steps must be non-negative integers, got {args.steps}")
+    protocol, steps = evaluation_protocol(args)
+    args.steps = steps
     if not args.checkpoint and not args.baselines:
         raise ValueError("--checkpoint must name at least one checkpoint (or pass --baselines for the baselines alone)")
     device = resolve_device(args.device)
-    protocol = Protocol(steps=max(args.steps), test_tasks=args.test_tasks, rollouts=args.rollouts, step_sizes=tuple(args.step_sizes),
-                        horizon=args.horizon, task_seed=args.task_seed, seed=args.seed)
     configs = [load_rl_checkpoint(path, device)[1] for path in args.checkpoint]
     for path, config in zip(args.checkpoint, configs):
         if config.env != args.env and RLTrainConfig.for_env(config.env).env != args.env:
             raise ValueError(f"--checkpoint {path} was trained on {config.env!r}, not {args.env!r}")
+    others = [f"{path} ({config.algo})" for path in args.pretrained if (config := load_rl_checkpoint(path, device)[1]).algo != "pretrain"]
+    if others:
+        raise ValueError(f"--pretrained must name checkpoints of --algo pretrain runs, got {', '.join(others)}")
     reference = configs[0] if configs else RLTrainConfig.for_env(args.env)
     curves = evaluate_checkpoints(args.checkpoint, protocol, device)
     if "pretrain" in curves:
@@ -194,8 +239,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             curves["pretrained"] = evaluate_checkpoints(pretrained, protocol, device)["pretrain"]
         curves["random init"] = evaluate_random_init(reference, protocol, range(seeds), device)
         oracle = evaluate_oracle(reference, protocol)
+    paper = finn_reference(args.env)
     record = {
-        "env": args.env, "protocol": asdict(protocol), "steps": args.steps,
+        "env": args.env, "protocol_name": args.protocol, "protocol": asdict(protocol), "steps": args.steps,
         "methods": {name: {"mean": [c.mean[s] for s in args.steps], "ci95": [c.ci95[s] for s in args.steps], "seeds": c.seeds,
                            "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources}
                     for name, c in curves.items()},
@@ -206,8 +252,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             name: dict(zip(("mean", "ci95"), ([v[s] for s in args.steps] for v in c.minus(curves["pretrained"]))))
             for name, c in curves.items() if name != "pretrained"
         }
-    if args.env == "navigation2d":
-        record["reference"] = {"finn2017_maml": FINN_NAVIGATION["maml"], "finn2017_oracle": FINN_NAVIGATION["oracle"]}
+    if args.baselines and oracle is None:
+        record["oracle_note"] = (f"no exact oracle is known for {args.env}"
+                                 + (f"; Finn et al. 2017's oracle (a policy trained on each test task) scored {paper['finn2017_oracle']}" if paper else ""))
+    if paper is not None:
+        record["reference"] = paper
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -229,9 +278,11 @@ def _write_plot(path: Path, curves: dict, oracle: dict | None, env: str, referen
     use_headless_backend()
     import matplotlib.pyplot as plt
 
+    reference = reference or {}
+    published = {f"Finn et al. 2017 {name}": reference[f"finn2017_{name}"] for name in ("maml", "pretrained") if f"finn2017_{name}" in reference}
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    plot_adaptation(curves, oracle, title=env, ax=ax,
-                    reference={"Finn et al. 2017 MAML": reference["finn2017_maml"]} if reference else None)
+    plot_adaptation(curves, oracle, title=env, ax=ax, reference=published or None,
+                    reference_oracle=reference.get("finn2017_oracle") if oracle is None else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -252,7 +303,15 @@ def _format_table(record: dict) -> str:
     for name, diff in record.get("minus_pretrained", {}).items():
         cells = "".join(f"{v:>+10.2f} +- {c:<5.2f}" for v, c in zip(diff["mean"], diff["ci95"]))
         lines.append(f"{name + ' - pretrained':<26}{cells}")
-    if "reference" in record:
-        ref = record["reference"]["finn2017_maml"]
-        lines.append(f"{'Finn et al. MAML':<26}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
+    reference = record.get("reference", {})
+    for name in ("maml", "pretrained"):
+        ref = reference.get(f"finn2017_{name}")
+        if ref is not None:
+            lines.append(f"{'Finn et al. ' + name:<26}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
+    if "finn2017_oracle" in reference:
+        lines.append(f"{'Finn et al. oracle':<26}" + "".join(f"{reference['finn2017_oracle']:>10.2f}{'':8}" for _ in steps))
+    if "oracle_note" in record:
+        lines.append(f"note: {record['oracle_note']}")
+    if reference and record.get("protocol_name") != "paper":
+        lines.append("note: the Finn et al. rows used their protocol (--protocol paper); this table did not, so compare with care")
     return "\n".join(lines)
