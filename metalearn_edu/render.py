@@ -2,7 +2,7 @@
 
 Two ways to draw a frame, picked automatically (``backend="auto"``):
 
-* ``"mujoco"``: MuJoCo's OpenGL renderer (``mujoco.Renderer``), shaded 3D images. Headless it needs an
+* ``"gl"`` (alias ``"mujoco"``): MuJoCo's OpenGL renderer (``mujoco.Renderer``), shaded 3D images. Headless it needs an
   OpenGL platform library: ``MUJOCO_GL=egl`` with Mesa's EGL (Debian ``libegl1 libgl1 libgl1-mesa-dri``; set by
   :mod:`metalearn_edu.envs.mujoco_quiet` when there is no display) or ``MUJOCO_GL=osmesa`` (``libosmesa6``).
 * ``"matplotlib"``: a stick figure drawn from ``MjData`` alone: every capsule geom is the segment
@@ -13,6 +13,7 @@ When the OpenGL renderer cannot start, the reason and the fallback are printed o
 
 >>> path = render_policy("metalearn_edu/HalfCheetahVel-v0", policy, params, "runs/cheetah.gif", task={"velocity": 1.5})
 >>> show_video(path)   # in a notebook
+>>> before_after_html("runs/render/halfcheetahvel")   # the videos of 'metalearn-edu render', side by side
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from metalearn_edu.envs import mujoco_quiet  # noqa: F401  (chooses EGL headless
 
 import mujoco  # noqa: E402
 
-BACKENDS = ("auto", "mujoco", "matplotlib")
+BACKENDS = ("auto", "gl", "mujoco", "matplotlib")  # "gl" and "mujoco" both mean MuJoCo's OpenGL renderer
 _WARNED: set[str] = set()
 
 
@@ -110,14 +111,14 @@ class GLRenderer:
 
 
 def make_renderer(model: mujoco.MjModel, width: int = 320, height: int = 240, backend: str = "auto") -> GLRenderer | StickFigureRenderer:
-    """A frame renderer for ``model``: OpenGL if ``backend`` is 'mujoco' or ('auto' and it starts), else matplotlib."""
+    """A frame renderer for ``model``: OpenGL if ``backend`` is 'gl'/'mujoco' or ('auto' and it starts), else matplotlib."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend in ("auto", "mujoco"):
+    if backend != "matplotlib":
         try:
             return GLRenderer(model, width, height)
         except Exception as err:  # no OpenGL platform: mujoco raises FatalError, ImportError, AttributeError...
-            if backend == "mujoco":
+            if backend != "auto":
                 raise RuntimeError(f"MuJoCo's OpenGL renderer could not start: {err}") from err
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             if reason not in _WARNED:
@@ -129,6 +130,11 @@ def make_renderer(model: mujoco.MjModel, width: int = 320, height: int = 240, ba
                     file=sys.stderr,
                 )
     return StickFigureRenderer(model, width, height)
+
+
+def renderer_kind(renderer: GLRenderer | StickFigureRenderer) -> str:
+    """'gl' for MuJoCo's OpenGL renderer, 'matplotlib' for the stick figures."""
+    return "gl" if isinstance(renderer, GLRenderer) else "matplotlib"
 
 
 def mujoco_gl() -> str | None:
@@ -206,6 +212,60 @@ def video_suffix() -> str:
     return ".mp4"
 
 
+class Episode(NamedTuple):
+    """One video to render: ``policy`` at ``params`` (None: its own) on ``task``, written to ``path``."""
+
+    path: str | Path
+    params: Mapping[str, torch.Tensor] | None
+    task: dict[str, Any] | None = None
+
+
+class RenderedEpisode(NamedTuple):
+    """A written video, the return of its episode, its number of frames and the renderer that drew it."""
+
+    path: Path
+    episode_return: float
+    frames: int
+    renderer: str  # 'gl' or 'matplotlib'
+
+
+def render_episodes(
+    env_id: str,
+    policy: Any,
+    episodes: Sequence[Episode],
+    *,
+    seed: int = 0,
+    preset: str = "paper",
+    width: int = 320,
+    height: int = 240,
+    fps: float = 20.0,
+    backend: str = "auto",
+    max_steps: int | None = None,
+) -> list[RenderedEpisode]:
+    """Render each of ``episodes`` (one env and one renderer for all), each from ``env.reset(seed=seed)``.
+
+    The same ``seed`` gives every episode the same initial state, so videos of different parameters
+    show the same robot from the same start. Actions are the policy's mean (see :func:`rollout_frames`).
+    """
+    import gymnasium as gym
+
+    import metalearn_edu.envs  # noqa: F401  (registers the meta-envs)
+
+    env = gym.make(env_id, preset=preset)
+    written = []
+    try:
+        renderer = make_renderer(env.unwrapped.model, width, height, backend)
+        try:
+            for episode in episodes:
+                frames, total = rollout_frames(env, policy, episode.params, task=episode.task, seed=seed, renderer=renderer, max_steps=max_steps)
+                written.append(RenderedEpisode(write_video(episode.path, frames, fps), total, len(frames), renderer_kind(renderer)))
+        finally:
+            renderer.close()
+    finally:
+        env.close()
+    return written
+
+
 def render_policy(
     env_id: str,
     policy: Any,
@@ -214,26 +274,13 @@ def render_policy(
     *,
     task: dict[str, Any] | None = None,
     seed: int = 0,
-    preset: str = "paper",
-    width: int = 320,
-    height: int = 240,
-    fps: float = 20.0,
-    backend: str = "auto",
-    max_steps: int | None = None,
+    **render_kwargs: Any,
 ) -> Path:
-    """Render one episode of ``policy`` at ``params`` on ``task`` of ``env_id`` to ``path`` (.gif or .mp4)."""
-    import gymnasium as gym
+    """Render one episode of ``policy`` at ``params`` on ``task`` of ``env_id`` to ``path`` (.gif or .mp4).
 
-    import metalearn_edu.envs  # noqa: F401  (registers the meta-envs)
-
-    env = gym.make(env_id, preset=preset)
-    try:
-        renderer = make_renderer(env.unwrapped.model, width, height, backend)
-        frames, _ = rollout_frames(env, policy, params, task=task, seed=seed, renderer=renderer, max_steps=max_steps)
-        renderer.close()
-    finally:
-        env.close()
-    return write_video(path, frames, fps)
+    ``render_kwargs``: ``preset``, ``width``, ``height``, ``fps``, ``backend``, ``max_steps`` of :func:`render_episodes`.
+    """
+    return render_episodes(env_id, policy, [Episode(path, params, task)], seed=seed, **render_kwargs)[0].path
 
 
 def render_before_after(
@@ -258,14 +305,13 @@ def render_before_after(
     if key == "mass_scale":
         raise ValueError(f"env_id must be a family with a scalar goal (velocity or direction), got {env_id!r}")
     suffix = suffix or video_suffix()
-    written: dict[str, Path] = {}
+    names, episodes = [], []
     for goal, params_after in params_after_by_goal.items():
         for stage, params in (("before", params_before), ("after", params_after)):
-            name = f"{stage}_{key}_{float(goal):+.2f}"
-            written[name] = render_policy(
-                env_id, policy, params, Path(out_dir) / f"{name}{suffix}", task={key: float(goal)}, seed=seed, **render_kwargs
-            )
-    return written
+            names.append(f"{stage}_{key}_{float(goal):+.2f}")
+            episodes.append(Episode(Path(out_dir) / f"{names[-1]}{suffix}", params, {key: float(goal)}))
+    rendered = render_episodes(env_id, policy, episodes, seed=seed, **render_kwargs)
+    return {name: r.path for name, r in zip(names, rendered)}
 
 
 def show_video(path: str | Path, width: int | None = None) -> Any:
@@ -280,15 +326,73 @@ def show_video(path: str | Path, width: int | None = None) -> Any:
     return Video(str(path), embed=True, width=width, html_attributes="controls loop autoplay muted")
 
 
+def video_html(path: str | Path, width: int = 320) -> str:
+    """An HTML element showing the .gif (``<img>``) or .mp4 (``<video>``) at ``path``, its bytes embedded as
+    base64, so a saved notebook still shows it without the file."""
+    import base64
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video at {path}")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    if path.suffix.lower() == ".gif":
+        return f'<img src="data:image/gif;base64,{data}" width="{int(width)}"/>'
+    return f'<video width="{int(width)}" controls loop autoplay muted><source src="data:video/mp4;base64,{data}" type="video/mp4"/></video>'
+
+
+def before_after_html(videos: str | Path | Sequence[str | Path] | Mapping[str, str | Path], width: int = 320) -> Any:
+    """An IPython HTML object showing videos side by side, embedded (works in a saved notebook).
+
+    ``videos``: the folder (or ``render.json``) written by ``metalearn-edu render`` - one row per goal,
+    before | after K steps, each captioned with its return; a mapping caption -> path (one row); or a
+    sequence of paths (one row, captioned with the file names).
+    """
+    import html
+    import json
+
+    from IPython.display import HTML
+
+    if isinstance(videos, (str, Path)):
+        index = Path(videos)
+        index = index / "render.json" if index.is_dir() else index
+        if not index.is_file():
+            raise FileNotFoundError(f"videos must be a folder written by 'metalearn-edu render' (with render.json), got {videos}")
+        record = json.loads(index.read_text())
+        rows: list[list[tuple[str, Path]]] = []
+        for goal in record["goals"]:
+            row = [v for v in record["videos"] if v["goal"] == goal]
+            rows.append([(f"{record['task_key']} {goal:g}, {_stage_caption(v)}: return {v['return']:.1f}", index.parent / v["file"]) for v in row])
+    elif isinstance(videos, Mapping):
+        rows = [[(str(caption), Path(path)) for caption, path in videos.items()]]
+    else:
+        rows = [[(Path(path).name, Path(path)) for path in videos]]
+    cells = "".join(
+        "<tr>" + "".join(f'<td style="text-align:center">{video_html(path, width)}<br/>{html.escape(caption)}</td>' for caption, path in row) + "</tr>"
+        for row in rows
+    )
+    return HTML(f"<table>{cells}</table>")
+
+
+def _stage_caption(video: Mapping[str, Any]) -> str:
+    k = video["adaptation_steps"]
+    return "before adaptation" if k == 0 else f"after {k} step{'s' if k > 1 else ''}"
+
+
 __all__ = [
     "BACKENDS",
+    "Episode",
     "GLRenderer",
+    "RenderedEpisode",
     "StickFigureRenderer",
+    "before_after_html",
     "make_renderer",
     "render_before_after",
+    "render_episodes",
     "render_policy",
+    "renderer_kind",
     "rollout_frames",
     "show_video",
+    "video_html",
     "video_suffix",
     "write_video",
 ]
