@@ -17,6 +17,7 @@ _PROVIDERS = (
     "metalearn_edu.rl.cli",
     "metalearn_edu.envs.cli",
     "metalearn_edu.course.cli",
+    "metalearn_edu.render_cli",
 )
 
 _VERBS = {
