@@ -111,5 +111,7 @@ def export_rl(run_dir: str | Path, env: str, algo: str, card: dict) -> Path:
     keep = ("policy", "policy_spec", "config", "iteration")
     torch.save({key: state[key] for key in keep}, path)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    path.with_suffix(".metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
+    lines = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()  # up to the checkpoint
+             if line.strip() and json.loads(line)["iteration"] <= state["iteration"]]
+    path.with_suffix(".metrics.jsonl").write_text("\n".join(lines) + "\n")
     return path
