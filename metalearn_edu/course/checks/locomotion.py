@@ -54,8 +54,12 @@ ATOL, RTOL = 1e-9, 1e-7
 HINT_NONE = "the function returns nothing: end it with `return ...`"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _steps(k: int) -> str:
-    return f"{k} step{'' if k == 1 else 's'}"
+    return _count(k, "step")
 
 
 def _as_array(name: str, got: Any, shape: tuple[int, ...], hint: str) -> np.ndarray:
@@ -274,7 +278,7 @@ def check_sample_velocity_tasks(sample_velocity_tasks: Callable[..., Any], *, se
                                "sum of uniforms")
     library = sample_tasks(VELOCITY, make_config(VELOCITY, velocity_range=(low, high)), n, np.random.default_rng(seed))
     same = np.allclose(first, [t["velocity"] for t in library], atol=1e-12, rtol=0)
-    passed(f"sample_velocity_tasks: {n} uniform goals in [{low}, {high}] from rng"
+    passed(f"sample_velocity_tasks: {_count(n, 'uniform goal')} in [{low}, {high}] from rng"
            + (", draw for draw the library's sample_tasks" if same else " (valid, though not the library's draw order)"))
 
 
@@ -520,8 +524,8 @@ def check_adaptation_curve(adaptation_curve: Callable[..., Any], *, seed: int = 
     fresh = FakeAdaptationProblem(seed, num_tasks)
     expected = reference_adaptation_curve(fresh.sample, fresh.adapt, fresh.meta_params, fresh.tasks, steps, step_sizes)
     expect_close(label + " against the protocol", got, np.asarray(expected), atol=1e-6, rtol=1e-6, hint=HINT_PROTOCOL)
-    passed(f"adaptation_curve follows the protocol: {num_tasks} tasks from θ, fresh episodes before each of {steps} steps, "
-           f"step sizes {step_sizes}, mean over tasks")
+    passed(f"adaptation_curve follows the protocol for {_count(steps, 'step')} on {_count(num_tasks, 'task')}: from θ for every "
+           f"task, fresh episodes before every step, step sizes {step_sizes}, mean over tasks")
 
 
 # ----------------------------------------------------------------------------------------------
