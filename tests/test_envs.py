@@ -140,6 +140,7 @@ def test_bad_inputs_raise_value_errors_naming_the_argument(make, argument: str) 
 def test_short_names_resolve_and_non_meta_envs_are_rejected() -> None:
     assert envs.resolve_env_id("navigation2d") == "metalearn_edu/Navigation2D-v0"
     assert envs.resolve_env_id("Bandit10") == "metalearn_edu/Bandit10-v0"
+    assert envs.resolve_env_id("halfcheetah-vel") == envs.resolve_env_id("HalfCheetahVel") == "metalearn_edu/HalfCheetahVel-v0"
     with pytest.raises(ValueError, match="navigation2d"):  # the message lists the accepted names
         envs.resolve_env_id("nope")
     with pytest.raises(ValueError, match="set_task"):

@@ -84,7 +84,8 @@ def short_name(env_id: str) -> str:
 
 
 def resolve_env_id(name: str, *, argument: str = "env") -> str:
-    """A registered gymnasium id for ``name``: a full id, or the short name of a ``metalearn_edu`` env.
+    """A registered gymnasium id for ``name``: a full id, or the short name of a ``metalearn_edu`` env
+    (case and hyphens ignored: ``halfcheetah-vel`` is ``halfcheetahvel``).
 
     Raises a ValueError naming ``argument`` and listing the accepted short names when nothing matches.
     """
@@ -92,7 +93,8 @@ def resolve_env_id(name: str, *, argument: str = "env") -> str:
         raise TypeError(f"{argument} must be a str (an env id or short name), got {type(name).__name__}")
     if name in gym.registry:
         return name
-    matches = [env_id for env_id in meta_env_ids() if short_name(env_id) == name.lower()]
+    wanted = name.lower().replace("-", "")  # "halfcheetah-vel", the course's spelling, is "halfcheetahvel"
+    matches = [env_id for env_id in meta_env_ids() if short_name(env_id) == wanted]
     if not matches:
         accepted = ", ".join(sorted({short_name(env_id) for env_id in meta_env_ids()}))
         raise ValueError(f"{argument} must be one of {accepted} (or a registered gymnasium id), got {name!r}")
