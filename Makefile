@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 
-.PHONY: help setup lab demo test notebooks exercises reproduce bench grade-class clean
+.PHONY: help setup lab demo test notebooks exercises reproduce reproduce-locomotion bench grade-class clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,9 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/
 
 reproduce: $(STAMP)  ## Finn et al. Table 2 for MAML, pretrain, FOMAML, Reptile (about 20 min) + speed benchmark
 	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu scripts/reproduce_sinusoid.sh runs/table2
+
+reproduce-locomotion: $(STAMP)  ## the shipped HalfCheetah PPO-MAML and pretrained checkpoints, their paper-protocol table and videos (CPU hours)
+	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu PATH=$(VENV)/bin:$$PATH scripts/reproduce_locomotion.sh runs/locomotion
 
 bench: $(STAMP)  ## meta-iterations per second: per-task loop vs vmap, MAML vs FOMAML
 	$(VENV)/bin/metalearn-edu bench maml

@@ -4,7 +4,7 @@ The card records what reproduces the checkpoint and what it measured:
 
 - ``command``: the training command with the iteration count the run reached (no time limit, so the
   same seed gives the same policy on any machine), ``seed``, ``iterations``, ``training_wall_clock_s``
-  (the run's own clock, summed over resumed sessions);
+  (the sum of the logged per-iteration times, so resumed sessions add up);
 - ``evaluation``: the paper-protocol table written by ``metalearn-edu evaluate ... --json`` (optional);
 - ``smoke``: a tiny evaluation (2 tasks, 2 rollouts, 1 step, horizon 50) that tests/test_shipped_rl_checkpoints.py
   re-measures, so a corrupted or swapped file is caught in seconds.
@@ -74,8 +74,8 @@ def main() -> None:
         "seed": config.seed,
         "iterations": int(state["iteration"]),
         "command": training_command(config, args.env, int(state["iteration"])),
-        "training_wall_clock_s": round(float(metrics[-1]["elapsed_s"])),
-        "final_training_returns": {"pre_update": metrics[-1]["pre_return"], "post_update": metrics[-1]["post_return"]},
+        "training_wall_clock_s": round(sum(float(m["iteration_s"]) for m in metrics)),  # over resumed sessions
+        "final_training_returns": {key: metrics[-1][key] for key in ("pre_return", "post_return") if key in metrics[-1]},
         "machine": f"2-core CPU shared with other jobs, 1 torch thread, torch {torch.__version__}, python {platform.python_version()}",
         "date": date.today().isoformat(),
         "config": state["config"],

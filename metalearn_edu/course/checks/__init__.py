@@ -11,6 +11,7 @@ expected, what came back and a hint.
     03_first_order           -> checks.first_order
     04_policy_gradients      -> checks.policy_gradients
     05_rl_meta_gradients     -> checks.rl_meta_gradients
+    06_ppo_maml              -> checks.ppo_maml
     07_locomotion            -> checks.locomotion
     08_limits                -> checks.limits
 """
