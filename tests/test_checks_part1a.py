@@ -14,22 +14,10 @@ import pytest
 import torch
 
 from metalearn_edu.course.checks import objective, start
-from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.functional import adapt, forward, make_mlp, mse, params_of
 from metalearn_edu.runtime import seed_everything
 from metalearn_edu.tasks import SinusoidTasks
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, fn, match: str | None = None, **kwargs) -> CheckFailed:
-    with pytest.raises(CheckFailed) as info:
-        check(fn, **kwargs)
-    if match is not None:
-        assert match in str(info.value), str(info.value)
-    return info.value
+from check_helpers import blank, fails
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,22 +12,10 @@ import torch
 
 from metalearn_edu.course.checks import first_order as fo
 from metalearn_edu.course.checks import sinusoid as sn
-from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.functional import adapt, forward, make_mlp, mse, params_of
 from metalearn_edu.maml import meta_gradient
 from metalearn_edu.tasks import SinusoidTasks, TaskBatch
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, *args, match=None, **kwargs):
-    with pytest.raises(CheckFailed) as info:
-        check(*args, **kwargs)
-    if match:
-        assert match in str(info.value), str(info.value)
-    return str(info.value)
+from check_helpers import blank, fails
 
 
 # --- 02: sample_sinusoid_tasks --------------------------------------------------------------------
@@ -174,9 +162,9 @@ def test_one_step_ratio():
     ratio = eb.mean[1] / ea.mean[1]
     sn.check_one_step_ratio(ratio, a, b, tasks=20)
     sn.check_one_step_ratio(round(ratio, 2), a, b, tasks=20)
-    fails(sn.check_one_step_ratio, None, a, b, tasks=20, match="NotImplementedError")
-    fails(sn.check_one_step_ratio, "big", a, b, tasks=20)
-    fails(sn.check_one_step_ratio, 2 * ratio + 1, a, b, tasks=20)
+    fails(sn.check_one_step_ratio, None, maml_model=a, pretrained_model=b, tasks=20, match="NotImplementedError")
+    fails(sn.check_one_step_ratio, "big", maml_model=a, pretrained_model=b, tasks=20)
+    fails(sn.check_one_step_ratio, 2 * ratio + 1, maml_model=a, pretrained_model=b, tasks=20)
 
 
 # --- 03: silent FOMAML, .item() loop, FOMAML ------------------------------------------------------
@@ -260,11 +248,11 @@ def test_fomaml_check():
 def test_speedup_check():
     fo.check_speedup(0.02 / 0.014, 0.02, 0.014)
     fo.check_speedup(torch.tensor(1.5), 0.003, 0.002)
-    fails(fo.check_speedup, 0.014 / 0.02, 0.02, 0.014, match="inverted")
-    fails(fo.check_speedup, 0.5, 0.01, 0.02, match="not slower")
-    fails(fo.check_speedup, 1.4, 14.0, 10.0, match="plausible")
-    fails(fo.check_speedup, 2.0, 0.02, 0.014)
-    fails(fo.check_speedup, None, None, None, match="None")
+    fails(fo.check_speedup, 0.014 / 0.02, t_maml=0.02, t_fomaml=0.014, match="inverted")
+    fails(fo.check_speedup, 0.5, t_maml=0.01, t_fomaml=0.02, match="not slower")
+    fails(fo.check_speedup, 1.4, t_maml=14.0, t_fomaml=10.0, match="plausible")
+    fails(fo.check_speedup, 2.0, t_maml=0.02, t_fomaml=0.014)
+    fails(fo.check_speedup, None, t_maml=None, t_fomaml=None, match="None")
 
 
 def test_choice_check():

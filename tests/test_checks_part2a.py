@@ -10,9 +10,7 @@ NotImplementedError propagates; the global random state is left alone.
 
 from __future__ import annotations
 
-import random
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,18 +20,7 @@ from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.envs.tabular import TabularSoftmaxPolicy, sample_tabular_episodes
 from metalearn_edu.rl.exact import trajectory_surrogate
 from metalearn_edu.rl.inner import adapt_policy
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, fn, match: str | None = None, **kwargs) -> CheckFailed:
-    with pytest.raises(CheckFailed) as info:
-        check(fn, **kwargs)
-    if match is not None:
-        assert match in str(info.value), str(info.value)
-    return info.value
+from check_helpers import assert_leaves_random_state, blank, fails
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,17 +323,9 @@ def test_policy_gradient_step_mistakes():
 
 
 def test_checks_leave_global_random_state_alone():
-    def state():
-        torch.manual_seed(11)
-        np.random.seed(11)
-        random.seed(11)
-
-    state()
-    expected = (torch.rand(2), np.random.rand(), random.random())
-    state()
-    pg.check_discounted_returns(discounted_returns)
-    pg.check_ppo_clip_loss(ppo_clip_loss)
-    mg.check_dice_surrogate(dice_surrogate)
-    mg.check_policy_gradient_step(policy_gradient_step)
-    got = (torch.rand(2), np.random.rand(), random.random())
-    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
+    assert_leaves_random_state(
+        lambda: pg.check_discounted_returns(discounted_returns),
+        lambda: pg.check_ppo_clip_loss(ppo_clip_loss),
+        lambda: mg.check_dice_surrogate(dice_surrogate),
+        lambda: mg.check_policy_gradient_step(policy_gradient_step),
+    )

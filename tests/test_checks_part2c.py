@@ -16,22 +16,10 @@ import torch
 
 from metalearn_edu.course.checks import limits
 from metalearn_edu.course.checks.limits import LineTasks
-from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.evaluate import adaptation_curves
 from metalearn_edu.functional import adapt, forward, make_mlp, mse, params_of
 from metalearn_edu.tasks import SinusoidTasks, TaskBatch
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, fn, match: str | None = None, **kwargs) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(fn, **kwargs)
-    if match is not None:
-        assert match in str(info.value), str(info.value)
-    return str(info.value)
+from check_helpers import blank, fails
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,20 +17,7 @@ import pytest
 import torch
 
 from metalearn_edu.course.checks import ppo_maml as checks
-from metalearn_edu.course.feedback import CheckFailed
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, fn, match: str | None = None, **kwargs) -> str:
-    with pytest.raises(AssertionError) as info:
-        check(fn, **kwargs)
-    assert isinstance(info.value, CheckFailed), repr(info.value)
-    if match is not None:
-        assert match in str(info.value), str(info.value)
-    return str(info.value)
+from check_helpers import blank, fails
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,27 +11,14 @@ state is left alone.
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import pytest
 import torch
 
 from metalearn_edu.course.checks import locomotion as lc
-from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.rl.evaluate import t_critical
-
-
-def blank(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def fails(check, fn, match: str | None = None, **kwargs) -> CheckFailed:
-    with pytest.raises(CheckFailed) as info:
-        check(fn, **kwargs)
-    if match is not None:
-        assert match in str(info.value), str(info.value)
-    return info.value
+from check_helpers import assert_leaves_random_state, blank, fails
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,17 +290,9 @@ def test_mean_ci95_mistakes():
 
 
 def test_checks_leave_global_random_state_alone():
-    def state():
-        torch.manual_seed(11)
-        np.random.seed(11)
-        random.seed(11)
-
-    state()
-    expected = (torch.rand(2), np.random.rand(), random.random())
-    state()
-    lc.check_velocity_reward(velocity_reward)
-    lc.check_sample_velocity_tasks(sample_velocity_tasks)
-    lc.check_adaptation_curve(adaptation_curve)
-    lc.check_mean_ci95(mean_ci95)
-    got = (torch.rand(2), np.random.rand(), random.random())
-    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
+    assert_leaves_random_state(
+        lambda: lc.check_velocity_reward(velocity_reward),
+        lambda: lc.check_sample_velocity_tasks(sample_velocity_tasks),
+        lambda: lc.check_adaptation_curve(adaptation_curve),
+        lambda: lc.check_mean_ci95(mean_ci95),
+    )
