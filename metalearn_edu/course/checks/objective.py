@@ -79,26 +79,39 @@ def hint_for_error(err: BaseException) -> str | None:
     return None
 
 
-def call_student(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the student's ``fn``; turn an unexpected exception into a CheckFailed with a hint.
+def student_caller(error_hints: Sequence[tuple[str, str]] = ()) -> Callable[..., Any]:
+    """A ``call_student(fn, name, *args, **kwargs)`` for a family of checks.
 
-    NotImplementedError (a blank answer) and CheckFailed propagate unchanged; the original exception
-    is chained, so its traceback is still shown below the message.
+    When the student's code raises an unexpected error, the hint is the one of the first ``(key, hint)``
+    in ``error_hints`` whose key occurs in the error message, else :func:`hint_for_error`'s.
     """
-    if not callable(fn):
-        raise CheckFailed(name, expected="a function", got=f"a {type(fn).__name__}",
-                          hint=f"run the cell that defines {name} (and do not assign something else to that name)")
-    try:
-        return fn(*args, **kwargs)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as err:
-        raise CheckFailed(
-            f"calling {name}",
-            expected="it to return without an error",
-            got=f"{type(err).__name__}: {_first_line(err)}",
-            hint=hint_for_error(err) or "read the error above this message (the traceback of your code) and fix that line",
-        ) from err
+
+    def call_student(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the student's ``fn``; turn an unexpected exception into a CheckFailed with a hint.
+
+        NotImplementedError (a blank answer) and CheckFailed propagate unchanged; the original exception
+        is chained, so its traceback is still shown below the message.
+        """
+        if not callable(fn):
+            raise CheckFailed(name, expected="a function", got=f"a {type(fn).__name__}",
+                              hint=f"run the cell that defines {name} (and do not assign something else to that name)")
+        try:
+            return fn(*args, **kwargs)
+        except (NotImplementedError, CheckFailed):
+            raise
+        except Exception as err:
+            hint = next((h for key, h in error_hints if key in str(err)), None) or hint_for_error(err)
+            raise CheckFailed(
+                f"calling {name}",
+                expected="it to return without an error",
+                got=f"{type(err).__name__}: {_first_line(err)[:300]}",
+                hint=hint or "read the error above this message (the traceback of your code) and fix that line",
+            ) from err
+
+    return call_student
+
+
+call_student = student_caller()
 
 
 # ----------------------------------------------------------------------------------------------

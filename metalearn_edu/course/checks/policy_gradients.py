@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metalearn_edu.course.checks.objective import diagnose, hint_for_error
+from metalearn_edu.course.checks.objective import diagnose, student_caller
 from metalearn_edu.course.feedback import CheckFailed, expect_shape, passed
 from metalearn_edu.rl import advantages as reference_advantages
 from metalearn_edu.rl import objectives as reference_objectives
@@ -60,29 +60,7 @@ _RL_ERROR_HINTS = (
 )
 
 
-def call_student(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the student's ``fn``; turn an unexpected exception into a CheckFailed with a hint.
-
-    A blank answer's NotImplementedError and a CheckFailed propagate unchanged; the original
-    exception is chained, so its traceback is still shown below the message.
-    """
-    if not callable(fn):
-        raise CheckFailed(name, expected="a function", got=f"a {type(fn).__name__}",
-                          hint=f"run the cell that defines {name} (and do not assign something else to that name)")
-    try:
-        return fn(*args, **kwargs)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as err:
-        message = str(err).strip()
-        first = message.splitlines()[0] if message else type(err).__name__
-        hint = next((h for key, h in _RL_ERROR_HINTS if key in message), None) or hint_for_error(err)
-        raise CheckFailed(
-            f"calling {name}",
-            expected="it to return without an error",
-            got=f"{type(err).__name__}: {first[:300]}",
-            hint=hint or "read the error above this message (the traceback of your code) and fix that line",
-        ) from err
+call_student = student_caller(_RL_ERROR_HINTS)  # RL shape and mask mistakes get their own hints
 
 
 def expect_tensor(name: str, got: Any, like: Tensor, hint: str | None = None) -> Tensor:
