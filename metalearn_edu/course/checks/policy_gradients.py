@@ -275,6 +275,24 @@ def check_gae(gae: Callable[..., Tensor], *, seed: int = 0, gamma: float = 0.95,
 # Q3: the PPO clipped loss
 
 
+def clipped_terms(rho: Tensor, adv: Tensor, clip: float, combine: str = "min") -> Tensor:
+    """Per step min(ρA, clip(ρ, 1−ε, 1+ε)A) (``combine="min"``), or one of the usual mistakes in its place.
+
+    ``combine``: "clipped" (clipped term only), "unclipped", "max", "min_ratio" (min of the ratios, times A),
+    "upper_only" / "lower_only" (the ratio clipped on one side only). Shared by the PPO and ProMP checks.
+    """
+    clipped = torch.clamp(rho, 1.0 - clip, 1.0 + clip)
+    return {
+        "min": torch.minimum(rho * adv, clipped * adv),
+        "max": torch.maximum(rho * adv, clipped * adv),
+        "clipped": clipped * adv,
+        "unclipped": rho * adv,
+        "min_ratio": torch.minimum(rho, clipped) * adv,
+        "upper_only": torch.minimum(rho * adv, torch.clamp(rho, max=1.0 + clip) * adv),
+        "lower_only": torch.minimum(rho * adv, torch.clamp(rho, min=1.0 - clip) * adv),
+    }[combine]
+
+
 def _ppo_variant(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, clip: float, *,
                  use_mask: bool = True, combine: str = "min", ratio: str = "exp", sign: float = -1.0,
                  reduction: str = "episodes") -> Tensor:
@@ -288,14 +306,7 @@ def _ppo_variant(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, m
     m = mask if use_mask else torch.ones_like(mask)
     lp, old, adv = log_probs * m, old_log_probs * m, advantages * m
     rho = {"exp": torch.exp(lp - old), "log": lp - old, "inverse": torch.exp(old - lp)}[ratio]
-    clipped = torch.clamp(rho, 1 - clip, 1 + clip)
-    per_step = {
-        "min": torch.minimum(rho * adv, clipped * adv),
-        "clipped": clipped * adv,
-        "unclipped": rho * adv,
-        "max": torch.maximum(rho * adv, clipped * adv),
-        "min_ratio": torch.minimum(rho, clipped) * adv,
-    }[combine] * m
+    per_step = clipped_terms(rho, adv, clip, combine) * m
     dims = (0, -1)
     if reduction == "episodes":
         value = per_step.sum(0).mean(-1)

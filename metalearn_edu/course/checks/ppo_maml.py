@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
-from metalearn_edu.course.checks.policy_gradients import ATOL, RTOL, call_student, diagnose, episode_mask, expect_tensor
+from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_student, clipped_terms, diagnose, episode_mask,
+                                                          expect_tensor)
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.rl.objectives import kl_divergence
 from metalearn_edu.rl.ppo_maml import clipped_objective
@@ -261,16 +262,7 @@ def _objective_variant(d: dict[str, Tensor], clip: float, kl_coef: float, *, com
     m = mask if use_mask else torch.ones_like(mask)
     lp, old, adv = (d[k].detach() * m for k in ("log_probs", "old_log_probs", "advantages"))
     rho = torch.exp(lp - old) if ratio == "exp" else torch.exp(old - lp)
-    clipped = torch.clamp(rho, 1.0 - clip, 1.0 + clip)
-    per_step = {
-        "min": torch.minimum(rho * adv, clipped * adv),
-        "max": torch.maximum(rho * adv, clipped * adv),
-        "clipped": clipped * adv,
-        "unclipped": rho * adv,
-        "min_ratio": torch.minimum(rho, clipped) * adv,
-        "upper_only": torch.minimum(rho * adv, torch.clamp(rho, max=1.0 + clip) * adv),
-        "lower_only": torch.minimum(rho * adv, torch.clamp(rho, min=1.0 - clip) * adv),
-    }[combine] * m
+    per_step = clipped_terms(rho, adv, clip, combine) * m
     dims = (0, -1)
     if reduction == "task_steps":
         surrogate = (per_step.sum(dims) / m.sum(dims).clamp_min(1.0)).mean()
