@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from metalearn_edu.checkpoints import export_rl, load_rl, rl_path
+from metalearn_edu.checkpoints import export_rl, rl_path, rl_smoke_returns
 from metalearn_edu.rl.train import RLTrainConfig, load_rl_checkpoint, read_metrics
 
 SKIP = {"env", "algo", "iterations", "time_limit_s", "log_every", "device", "backend"}
@@ -42,18 +42,6 @@ def training_command(config: RLTrainConfig, env: str, iterations: int) -> str:
         flag = "--" + f.name.replace("_", "-")
         parts += [flag, *map(str, value)] if isinstance(value, (list, tuple)) else [flag, str(value)]
     return " ".join(parts + ["--seed", str(config.seed)])
-
-
-def smoke_evaluation(env: str, algo: str) -> list[list[float]]:
-    """Mean return per task after 0 and 1 steps on 2 test tasks x 2 rollouts, horizon 50: (2, 2) nested lists."""
-    from metalearn_edu.rl.evaluate import Protocol, adaptation_returns
-    from metalearn_edu.rl.train import make_sampler
-
-    policy, config, _ = load_rl(env, algo)
-    protocol = Protocol(steps=1, test_tasks=2, rollouts=2, horizon=50)
-    config.horizon = protocol.horizon
-    with make_sampler(config) as sampler:
-        return adaptation_returns(policy, sampler, protocol).tolist()
 
 
 def main() -> None:
@@ -84,7 +72,7 @@ def main() -> None:
         card["evaluate"] = args.evaluate_command
         card["evaluation"] = json.loads(args.evaluation.read_text())
     path = export_rl(args.run, args.env, args.algo, card)
-    card["smoke"] = {"protocol": "2 test tasks, 2 rollouts, steps 0..1, horizon 50", "returns": smoke_evaluation(args.env, args.algo)}
+    card["smoke"] = {"protocol": "2 test tasks, 2 rollouts, steps 0..1, horizon 50", "returns": rl_smoke_returns(args.env, args.algo).tolist()}
     rl_path(args.env, args.algo).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size} bytes) and its card: {card['command']}")
 

@@ -10,7 +10,7 @@ import shlex
 import pytest
 import torch
 
-from metalearn_edu.checkpoints import RL_ENVS, available_rl, load_rl, rl_card, rl_metrics, rl_path
+from metalearn_edu.checkpoints import RL_ENVS, available_rl, load_rl, rl_card, rl_metrics, rl_path, rl_smoke_returns
 
 SHIPPED = available_rl()
 
@@ -41,14 +41,7 @@ def test_card_says_how_to_reproduce_it(env, algo):
 
 @pytest.mark.parametrize(("env", "algo"), SHIPPED)
 def test_smoke_evaluation_on_the_card_is_reproduced(env, algo):
-    from metalearn_edu.rl.evaluate import Protocol, adaptation_returns
-    from metalearn_edu.rl.train import make_sampler
-
-    policy, config, _ = load_rl(env, algo)
-    protocol = Protocol(steps=1, test_tasks=2, rollouts=2, horizon=50)
-    config.horizon = protocol.horizon
-    with make_sampler(config) as sampler:
-        measured = adaptation_returns(policy, sampler, protocol)
+    measured = rl_smoke_returns(env, algo)
     expected = torch.tensor(rl_card(env, algo)["smoke"]["returns"], dtype=measured.dtype)
     torch.testing.assert_close(measured, expected, rtol=1e-4, atol=1e-3)
 

@@ -102,6 +102,21 @@ def rl_metrics(env: str, algo: str = "ppo-maml") -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def rl_smoke_returns(env: str, algo: str = "ppo-maml") -> torch.Tensor:
+    """Mean return per test task after 0 and 1 adaptation steps on 2 tasks x 2 rollouts, horizon 50: (2, 2).
+
+    A few seconds of evaluation whose result the card records, so a test can tell the file is unchanged.
+    """
+    from metalearn_edu.rl.evaluate import Protocol, adaptation_returns
+    from metalearn_edu.rl.train import make_sampler
+
+    policy, config, _ = load_rl(env, algo)
+    protocol = Protocol(steps=1, test_tasks=2, rollouts=2, horizon=50)
+    config.horizon = protocol.horizon
+    with make_sampler(config) as sampler:
+        return adaptation_returns(policy, sampler, protocol)
+
+
 def export_rl(run_dir: str | Path, env: str, algo: str, card: dict) -> Path:
     """Copy a meta-RL run's policy (no optimizer state), its card and its training log into the package."""
     run_dir = Path(run_dir)
