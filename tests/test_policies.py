@@ -136,3 +136,52 @@ def test_policy_for_spaces_picks_the_distribution() -> None:
 def test_bad_inputs_raise_value_errors_naming_the_argument(make, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+def test_action_scale_scales_mean_and_sigma_and_stacked_params_agree() -> None:
+    torch.manual_seed(0)
+    scaled = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-0.3, action_scale=0.1)
+    obs, actions = torch.randn(6, 3, 2), 0.1 * torch.randn(6, 3, 2)
+    mean, log_std = scaled(obs)
+    torch.testing.assert_close(mean, 0.1 * scaled.net(obs))
+    torch.testing.assert_close(log_std, torch.full_like(mean, -0.3 + math.log(0.1)))
+    expected = torch.distributions.Normal(0.1 * scaled.net(obs), 0.1 * math.exp(-0.3)).log_prob(actions).sum(-1)
+    torch.testing.assert_close(scaled.distribution(None, obs).log_prob(actions), expected)
+    stacked = stack_params([scaled.parameters_dict()] * 3)  # per-task path applies c too
+    torch.testing.assert_close(scaled.distribution(stacked, obs, task_dim=1).log_prob(actions), expected)
+    assert scaled.act(None, obs, deterministic=True).actions.abs().max() < 0.1 * scaled.net(obs).abs().max() + 1e-6
+
+
+def test_action_scale_makes_an_output_layer_step_move_the_mean_c_squared_as_far() -> None:
+    """Same distribution, two parametrisations: a step of size alpha on the output bias moves μ c² as far with c."""
+    torch.manual_seed(0)
+    c, alpha = 0.1, 0.05
+    scaled = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=0.0, action_scale=c)
+    plain = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=math.log(c))
+    with torch.no_grad():  # plain's MLP outputs c * scaled's: the two policies are one distribution
+        for (name, p), q in zip(plain.named_parameters(), scaled.parameters()):
+            if name != "log_std":  # plain's log σ is already log c + scaled's (0)
+                p.copy_(c * q if name in ("net.2.weight", "net.2.bias") else q)
+    obs, actions, advantages = torch.randn(10, 2), 0.1 * torch.randn(10, 2), torch.randn(10)
+    torch.testing.assert_close(plain.distribution(None, obs).log_prob(actions), scaled.distribution(None, obs).log_prob(actions))
+
+    def mean_shift(policy: GaussianMLPPolicy) -> torch.Tensor:
+        params = policy.parameters_dict()
+        surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
+        (grad_bias,) = torch.autograd.grad(surrogate, [params["net.2.bias"]])
+        stepped = {**params, "net.2.bias": params["net.2.bias"] + alpha * grad_bias}
+        return (policy.raw_outputs(stepped, obs)[0] - policy.raw_outputs(params, obs)[0]).detach()
+
+    torch.testing.assert_close(mean_shift(scaled), c**2 * mean_shift(plain))
+
+
+def test_action_scale_is_validated_and_survives_a_checkpoint_spec() -> None:
+    from metalearn_edu.rl.train import policy_from_spec, policy_spec
+
+    for bad in (0.0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="action_scale"):
+            GaussianMLPPolicy(2, 2, action_scale=bad)
+    spec = policy_spec(GaussianMLPPolicy(2, 2, hidden=(4,), action_scale=0.1))
+    assert spec["action_scale"] == 0.1 and policy_from_spec(spec).action_scale == 0.1
+    old = {k: v for k, v in spec.items() if k != "action_scale"}  # a checkpoint written before the field existed
+    assert policy_from_spec(old).action_scale == 1.0

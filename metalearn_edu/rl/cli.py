@@ -75,7 +75,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),
-        ("--init-log-std", float, "initial log sigma of a Gaussian policy"),
+        ("--init-log-std", float, "initial log sigma of a Gaussian policy, in units of --action-scale"),
+        ("--action-scale", _positive_float, "c: Gaussian mean = c * MLP(s), sigma = c * exp(log_std); the inner step moves actions c^2 as far"),
         ("--checkpoint-every", _positive_int, "iterations between checkpoints"),
     ]
     for flag, kind, text in options:

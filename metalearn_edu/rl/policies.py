@@ -175,10 +175,17 @@ class MLPPolicy(nn.Module):
 
 
 class GaussianMLPPolicy(MLPPolicy):
-    """a ~ N(μ_θ(s), diag(σ²)) with μ an MLP and log σ a learned, state-independent vector ``log_std``.
+    """a ~ N(μ_θ(s), diag(σ²)) with μ = c · MLP_θ(s) and log σ = log c + ``log_std`` (state-independent).
 
     log π(a|s) = Σ_j [ -(a_j - μ_j)² / (2σ_j²) - log σ_j - ½ log 2π ]  (an ``Independent`` Normal).
     Parameter names: ``net.{k}.weight``, ``net.{k}.bias`` and ``log_std`` (act_dim,).
+
+    ``action_scale`` c (a constant, not learned) lets the parameters live in normalised action units,
+    as rllab's ``normalize`` wrapper did for Finn et al.: with c = the action bound, MLP output 1 is a
+    full-size action. The distribution over actions is the same family for any c, but the size of a
+    policy-gradient step in action space is not: ∂ log π / ∂ MLP = c ∂ log π / ∂ μ scales the
+    gradient by c and the effect of a parameter change on μ by c again, so a fixed inner step size α
+    moves the actions c² times as far as with c = 1.
     """
 
     def __init__(
@@ -188,9 +195,12 @@ class GaussianMLPPolicy(MLPPolicy):
         hidden: Sequence[int] = (64, 64),
         activation: str = "tanh",
         init_log_std: float = 0.0,
+        action_scale: float = 1.0,
     ) -> None:
         super().__init__(obs_dim, _check_positive(act_dim, "act_dim"), hidden, activation)
-        self.act_dim = act_dim
+        if isinstance(action_scale, bool) or not isinstance(action_scale, (int, float)) or not 0 < action_scale < math.inf:
+            raise ValueError(f"action_scale must be a positive finite number, got {action_scale!r}")
+        self.act_dim, self.action_scale = act_dim, float(action_scale)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,6 +213,8 @@ class GaussianMLPPolicy(MLPPolicy):
             shape = [1] * net_out.dim()
             shape[task_dim], shape[-1] = log_std.shape
             log_std = log_std.reshape(shape)
+        if self.action_scale != 1.0:  # μ = c f(s), σ = c exp(log_std)
+            return self.action_scale * net_out, (log_std + math.log(self.action_scale)).expand_as(net_out)
         return net_out, log_std.expand_as(net_out)
 
     def make_distribution(self, raw: tuple[Tensor, ...], validate: bool = True) -> Distribution:

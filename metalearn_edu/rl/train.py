@@ -111,7 +111,8 @@ class RLTrainConfig:
     max_backtracks: int = 15  # line-search tries, step shrunk by 0.8 each time (maml-trpo)
     hidden: tuple[int, ...] = (64, 64)  # policy MLP hidden widths
     activation: str = "tanh"  # policy MLP nonlinearity: tanh | relu
-    init_log_std: float = 0.0  # initial log sigma of the Gaussian policy (continuous actions)
+    init_log_std: float = 0.0  # initial log sigma of the Gaussian policy, in units of action_scale (continuous actions)
+    action_scale: float = 1.0  # c: the Gaussian policy's mean is c * MLP(s) and sigma is c * exp(log_std)
     backend: str = "auto"  # sampler backend: auto | batched | loop | vector
     seed: int = 0  # fixes the initial policy, the tasks and every episode
     log_every: int = 1  # write a metrics line every this many iterations
@@ -139,7 +140,7 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("inner_lr", "outer_lr", "clip", "max_kl"):
+        for name in ("inner_lr", "outer_lr", "clip", "max_kl", "action_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -174,22 +175,25 @@ def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> A
 
 
 def build_policy(config: RLTrainConfig, observation_space: Any, action_space: Any) -> MLPPolicy:
-    extra = {"init_log_std": config.init_log_std} if not hasattr(action_space, "n") else {}
+    extra = {"init_log_std": config.init_log_std, "action_scale": config.action_scale} if not hasattr(action_space, "n") else {}
     return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
 
 
 def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
     """What rebuilds ``policy`` without its environment (stored in checkpoints)."""
     if isinstance(policy, GaussianMLPPolicy):
-        return {"kind": "gaussian", "obs_dim": policy.obs_dim, "out_dim": policy.act_dim, "hidden": list(policy.hidden), "activation": policy.activation}
+        return {"kind": "gaussian", "obs_dim": policy.obs_dim, "out_dim": policy.act_dim, "hidden": list(policy.hidden),
+                "activation": policy.activation, "action_scale": policy.action_scale}
     if isinstance(policy, CategoricalMLPPolicy):
         return {"kind": "categorical", "obs_dim": policy.obs_dim, "out_dim": policy.n_actions, "hidden": list(policy.hidden), "activation": policy.activation}
     raise TypeError(f"policy must be a GaussianMLPPolicy or CategoricalMLPPolicy, got {type(policy).__name__}")
 
 
 def policy_from_spec(spec: Mapping[str, Any]) -> MLPPolicy:
-    cls = {"gaussian": GaussianMLPPolicy, "categorical": CategoricalMLPPolicy}[spec["kind"]]
-    return cls(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"])
+    if spec["kind"] == "gaussian":  # checkpoints written before action_scale existed have c = 1
+        return GaussianMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"],
+                                 action_scale=float(spec.get("action_scale", 1.0)))
+    return CategoricalMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"])
 
 
 def load_rl_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MLPPolicy, RLTrainConfig, dict]:
