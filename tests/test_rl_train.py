@@ -23,9 +23,9 @@ def params_of(policy):
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
 
-@pytest.mark.parametrize("algo", ["ppo-maml", "maml-trpo"])
-def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, algo):
-    config = replace(TINY, algo=algo)
+@pytest.mark.parametrize("algo, kl_target", [("ppo-maml", None), ("maml-trpo", None), ("ppo-maml", 1e-3)])
+def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, algo, kl_target):
+    config = replace(TINY, algo=algo, kl_target=kl_target)  # with kl_target, eta is part of the resumed state
     full = train_rl(config, tmp_path / "full", progress=False)
     train_rl(replace(config, iterations=2), tmp_path / "cut", progress=False)  # stopped after the checkpoint at 2
     resumed = train_rl(config, tmp_path / "cut", progress=False)
@@ -33,6 +33,19 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, algo):
         torch.testing.assert_close(params_of(resumed.policy)[name], value, rtol=0, atol=0)
     assert [m["iteration"] for m in read_metrics(tmp_path / "cut")] == [1, 2, 3, 4]
     assert read_metrics(tmp_path / "cut")[-1]["post_return"] == read_metrics(tmp_path / "full")[-1]["post_return"]
+
+
+def test_kl_target_adapts_eta_after_every_update_by_the_promp_rule(tmp_path):
+    target = 1e-3
+    train_rl(replace(TINY, iterations=6, kl_coef=0.01, kl_target=target), tmp_path, progress=False)
+    metrics = read_metrics(tmp_path)
+    assert metrics[0]["kl_coef"] == 0.01
+    for before, after in zip(metrics, metrics[1:]):
+        expected = 2 * before["kl_coef"] if before["kl"] > 1.5 * target else before["kl_coef"] / 2 if before["kl"] < target / 1.5 else before["kl_coef"]
+        assert after["kl_coef"] == expected
+    assert len({m["kl_coef"] for m in metrics}) > 1  # the tiny run's KLs leave the band, so eta moved
+    train_rl(replace(TINY, iterations=1), tmp_path / "fixed", progress=False)
+    assert "kl_coef" not in read_metrics(tmp_path / "fixed")[0]  # a fixed eta is in the config, not the log
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)
@@ -72,6 +85,9 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"rollouts": -2}, "rollouts must be a positive integer"),
         ({"estimator": "magic"}, "estimator must be one of auto, naive, dice, lvc"),
         ({"env": "no-such-env"}, "env must be one of"),
+        ({"action_scale": 0.0}, "action_scale must be a positive number"),
+        ({"kl_target": 0.0}, "kl_target must be a positive number or None"),
+        ({"algo": "maml-trpo", "kl_target": 0.01}, "kl_target adapts the KL penalty of ppo-maml and ppo-inner only"),
     ],
 )
 def test_bad_inputs_name_the_argument(change, message):

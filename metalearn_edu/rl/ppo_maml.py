@@ -21,6 +21,7 @@ Shapes: H steps, T tasks, B episodes per task; adapted parameters carry a leadin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -101,6 +102,22 @@ def promp_step(
     )
 
 
+def adapt_kl_coef(kl_coef: float, kl: float, target: float) -> float:
+    """ProMP's (and PPO's) adaptive KL penalty, applied after each outer update with its measured KL:
+
+        eta <- 2 eta    if KL > 1.5 target      (the policy moved too far: penalise more)
+        eta <- eta / 2  if KL < target / 1.5    (it barely moved: penalise less)
+        eta unchanged   otherwise
+    """
+    if not target > 0 or not math.isfinite(target):
+        raise ValueError(f"kl_target must be a positive number, got {target!r}")
+    if kl > 1.5 * target:
+        return 2.0 * kl_coef
+    if kl < target / 1.5:
+        return kl_coef / 2.0
+    return kl_coef
+
+
 def ppo_adapt(policy: nn.Module, params: Params, batch: EpisodeBatch, inner: InnerSpec, *, epochs: int = 3, clip: float = 0.3) -> Params:
     """Adapt every task by ``epochs`` steps of gradient ascent (step ``inner.lr``) on its PPO clipped surrogate.
 
@@ -144,4 +161,4 @@ def ppo_inner_step(
     )
 
 
-__all__ = ["clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step"]
+__all__ = ["adapt_kl_coef", "clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step"]

@@ -36,7 +36,7 @@ from metalearn_edu.envs import resolve_env_id, short_name
 from metalearn_edu.rl.inner import ESTIMATORS
 from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, maml_trpo_step, maml_vpg_step, pretrain_step
 from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, MLPPolicy, policy_for_spaces
-from metalearn_edu.rl.ppo_maml import ppo_adapt, ppo_inner_step, promp_step
+from metalearn_edu.rl.ppo_maml import adapt_kl_coef, ppo_adapt, ppo_inner_step, promp_step
 from metalearn_edu.rl.sampler import BACKENDS, MetaSampler
 from metalearn_edu.runtime import config_from_dict, resolve_device, seed_everything
 from metalearn_edu.train import DivergenceError, _atomic_save, read_metrics
@@ -103,7 +103,8 @@ class RLTrainConfig:
     outer_lr: float = 1e-3  # beta, Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain
     ppo_epochs: int = 5  # outer PPO epochs per sampled meta-batch (ppo-maml, ppo-inner)
     clip: float = 0.3  # epsilon, PPO likelihood-ratio clip range
-    kl_coef: float = 5e-4  # eta, weight of KL(pi_theta_old || pi_theta) on the pre-update policy (ProMP)
+    kl_coef: float = 5e-4  # eta, weight of KL(pi_theta_old || pi_theta) on the pre-update policy (ProMP); the start value if kl_target is set
+    kl_target: float | None = None  # if set, eta is doubled after an update whose KL > 1.5 kl_target, halved if < kl_target / 1.5
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
@@ -144,6 +145,11 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.kl_target is not None and (isinstance(self.kl_target, bool) or not isinstance(self.kl_target, (int, float))
+                                           or not 0 < self.kl_target < math.inf):
+            raise ValueError(f"kl_target must be a positive number or None, got {self.kl_target!r}")
+        if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
+            raise ValueError(f"kl_target adapts the KL penalty of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds or None, got {self.time_limit_s!r}")
         for name in ("kl_coef", "cg_damping"):
@@ -237,9 +243,14 @@ def _require_finite(what: str, tensors: Any) -> None:
 
 
 def meta_iteration(
-    iteration: int, policy: MLPPolicy, optimizer: torch.optim.Optimizer | None, sampler: Any, config: RLTrainConfig
+    iteration: int, policy: MLPPolicy, optimizer: torch.optim.Optimizer | None, sampler: Any, config: RLTrainConfig,
+    kl_coef: float | None = None,
 ) -> dict[str, float]:
-    """Sample a meta-batch for ``iteration`` and apply one outer update of ``config.algo``; returns its statistics."""
+    """Sample a meta-batch for ``iteration`` and apply one outer update of ``config.algo``; returns its statistics.
+
+    ``kl_coef``: the KL penalty eta of this update (ppo-maml, ppo-inner); None = ``config.kl_coef``.
+    """
+    kl_coef = config.kl_coef if kl_coef is None else kl_coef
     inner = config.inner_spec()
     tasks = sampler.sample_tasks(config.meta_batch, rng=np.random.default_rng([config.seed, iteration]))
     pre = sampler.sample(policy, tasks, config.rollouts, seed=iteration_seed(config.seed, iteration, 0))
@@ -265,9 +276,9 @@ def meta_iteration(
             stats = maml_trpo_step(policy, meta, inner, max_kl=config.max_kl, cg_iterations=config.cg_iterations,
                                    cg_damping=config.cg_damping, max_backtracks=config.max_backtracks)
         elif config.algo == "ppo-maml":
-            stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=config.kl_coef)
+            stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef)
         else:
-            stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=config.kl_coef)
+            stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef)
     with torch.no_grad():
         new_raw = policy.raw_outputs(None, pre.observations)
         kl = torch.distributions.kl_divergence(policy.make_distribution(old_raw, False), policy.make_distribution(new_raw, False))
@@ -301,6 +312,7 @@ def train_rl(
     policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
     optimizer = None if config.algo == "maml-trpo" else torch.optim.Adam(policy.parameters(), lr=config.outer_lr)
     start, out = 0, Path(out_dir) if out_dir is not None else None
+    kl_coef = config.kl_coef  # eta of the next update; changes only with config.kl_target
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         ckpt = out / "checkpoint.pt"
@@ -314,6 +326,7 @@ def train_rl(
             if optimizer is not None:
                 optimizer.load_state_dict(state["optimizer"])
             start = int(state["iteration"])
+            kl_coef = float(state.get("kl_coef", config.kl_coef))
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         metrics = out / "metrics.jsonl"
         kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["iteration"] <= start] if start and metrics.exists() else []
@@ -322,7 +335,8 @@ def train_rl(
     def save(iteration: int) -> None:
         if out is not None:
             _atomic_save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
-                          "iteration": iteration, "config": asdict(config), "policy_spec": policy_spec(policy)}, out / "checkpoint.pt")
+                          "iteration": iteration, "config": asdict(config), "policy_spec": policy_spec(policy),
+                          "kl_coef": kl_coef}, out / "checkpoint.pt")
 
     from tqdm.auto import tqdm
 
@@ -333,10 +347,13 @@ def train_rl(
         t_it = time.perf_counter()
         done = it + 1
         try:
-            record = meta_iteration(it, policy, optimizer, sampler, config)
+            record = meta_iteration(it, policy, optimizer, sampler, config, kl_coef)
         except _NonFinite as err:
             raise _divergence(str(err), done, config, out) from None
         _check_finite(record, policy, done, config, out)
+        if config.kl_target is not None:
+            record["kl_coef"] = kl_coef  # the eta this update used
+            kl_coef = adapt_kl_coef(kl_coef, record["kl"], config.kl_target)
         record = {"iteration": done, **record, "iteration_s": round(time.perf_counter() - t_it, 4), "elapsed_s": round(time.perf_counter() - t0, 3)}
         bar.set_postfix({k: f"{record[k]:.2f}" for k in ("pre_return", "post_return") if k in record})
         if out is not None and (done % config.log_every == 0 or done == config.iterations):

@@ -30,7 +30,7 @@ from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_stude
                                                           expect_tensor)
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.rl.objectives import kl_divergence
-from metalearn_edu.rl.ppo_maml import clipped_objective
+from metalearn_edu.rl.ppo_maml import adapt_kl_coef, clipped_objective
 
 __all__ = [
     "check_adapt_kl_coef",
@@ -404,13 +404,8 @@ def check_promp_objective(promp_objective: Callable[..., Tensor], *, seed: int =
 # Q3: adapting the KL coefficient
 
 
-def reference_adapt_kl_coef(kl_coef: float, kl: float, target: float) -> float:
-    """η ← 2η if KL > 1.5·target; η ← η/2 if KL < target/1.5; else unchanged (PPO's adaptive KL penalty rule)."""
-    if kl > 1.5 * target:
-        return 2.0 * kl_coef
-    if kl < target / 1.5:
-        return kl_coef / 2.0
-    return kl_coef
+# η ← 2η if KL > 1.5·target; η ← η/2 if KL < target/1.5; else unchanged: the trainer's own rule (--kl-target)
+reference_adapt_kl_coef = adapt_kl_coef
 
 
 def _kl_coef_cases() -> list[tuple[float, float, float]]:
