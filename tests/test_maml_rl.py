@@ -135,3 +135,43 @@ def test_advantages_survive_collinear_baseline_features():
                          rewards=torch.rand(shape, generator=torch.Generator().manual_seed(0)), mask=torch.ones(shape))
     values = LinearFeatureBaseline().fit(batch, batch.rewards).predict(batch)
     assert values.dtype == torch.float32 and torch.isfinite(values).all()
+
+
+def test_two_inner_steps_on_fresh_episodes_chain_differentiably_and_match_finite_differences():
+    """J(theta) = surrogate at theta''(theta), theta' = theta + a grad L(theta; D), theta'' = theta' + a' grad L(theta'; D'),
+    with D' sampled at theta' (fixed here): autograd through adapt_meta equals central differences (float64).
+
+    The naive estimator, because its surrogate has no stop-gradient: its autograd derivative is the derivative of
+    the step as a numeric function. (LVC and DiCE add sampling-distribution terms on purpose; see test_estimators.)"""
+    torch.manual_seed(0)
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            sampler = MetaSampler("navigation2d", horizon=6)
+            policy = GaussianMLPPolicy(2, 2, hidden=(5,), init_log_std=-1.0)
+            inner = InnerSpec(lr=0.1, estimator="naive", later_lr=0.07)
+            tasks = sampler.sample_tasks(2, rng=0)
+            pre = sampler.sample(policy, tasks, 4, seed=1)
+            first = inner.adapt_detached(policy, policy.parameters_dict(), pre)
+            mid = sampler.sample(policy, tasks, 4, params=first, seed=3)
+            second = inner.adapt_detached(policy, first, mid, lr=0.07, per_task_params=True)
+            post = sampler.sample(policy, tasks, 4, params=second, seed=2)
+            meta = MetaBatch.build(pre, post, policy, gamma=0.99, mids=(mid,))
+            theta = policy.parameters_dict()
+            torch.testing.assert_close(inner.adapt_meta(policy, theta, meta, create_graph=False)["log_std"], second["log_std"])
+            (grad,) = torch.autograd.grad(maml_vpg_objective(policy, meta, inner), [theta["log_std"]])
+            one_step = torch.autograd.grad(maml_vpg_objective(policy, MetaBatch(pre, post, meta.post_advantages), inner), [theta["log_std"]])[0]
+            assert not torch.allclose(grad, one_step, atol=1e-4)  # the second step changes the meta-gradient
+            eps, numeric = 1e-6, torch.zeros(2)
+            for j in range(2):
+                values = []
+                for sign in (1, -1):
+                    with torch.no_grad():
+                        policy.log_std[j] += sign * eps
+                    values.append(float(maml_vpg_objective(policy, meta, inner).detach()))
+                    with torch.no_grad():
+                        policy.log_std[j] -= sign * eps
+                numeric[j] = (values[0] - values[1]) / (2 * eps)
+            torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-7)
+        finally:
+            torch.set_default_dtype(torch.float32)

@@ -48,6 +48,18 @@ def test_kl_target_adapts_eta_after_every_update_by_the_promp_rule(tmp_path):
     assert "kl_coef" not in read_metrics(tmp_path / "fixed")[0]  # a fixed eta is in the config, not the log
 
 
+@pytest.mark.parametrize("algo", ["ppo-maml", "maml-vpg", "maml-trpo"])
+def test_two_inner_steps_sample_fresh_episodes_between_steps(tmp_path, algo):
+    config = replace(TINY, algo=algo, iterations=2, inner_steps=2)
+    result = train_rl(config, tmp_path, progress=False)
+    metrics = read_metrics(tmp_path)
+    assert all({"pre_return", "return_after_1", "post_return"} <= set(m) for m in metrics)
+    assert metrics[-1]["return_after_1"] != metrics[-1]["post_return"]  # a second batch, from a second policy
+    one = train_rl(replace(config, inner_steps=1), tmp_path / "one", progress=False)
+    assert read_metrics(tmp_path / "one")[0]["pre_return"] == metrics[0]["pre_return"]  # same tasks, same first batch
+    assert not torch.equal(one.policy.log_std, result.policy.log_std)
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_every_algorithm_writes_metrics_config_and_a_weights_only_checkpoint(tmp_path, algo):
     train_rl(replace(TINY, algo=algo, iterations=2), tmp_path, progress=False)
@@ -87,6 +99,8 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"env": "no-such-env"}, "env must be one of"),
         ({"action_scale": 0.0}, "action_scale must be a positive number"),
         ({"kl_target": 0.0}, "kl_target must be a positive number or None"),
+        ({"inner_lr_later": -0.1}, "inner_lr_later must be a positive number or None"),
+        ({"algo": "ppo-inner", "inner_steps": 2}, "inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml"),
         ({"algo": "maml-trpo", "kl_target": 0.01}, "kl_target adapts the KL penalty of ppo-maml and ppo-inner only"),
     ],
 )

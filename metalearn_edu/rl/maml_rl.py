@@ -62,6 +62,7 @@ class InnerSpec:
     """The inner policy-gradient step theta' = theta + alpha grad L(theta), ``steps`` times, on a task's batch.
 
     ``lr`` is alpha on the per-step-averaged surrogate (1/N_i) sum_b sum_t (the papers' convention).
+    ``later_lr`` is alpha of the steps taken on fresh episodes (:meth:`adapt_meta` with ``MetaBatch.mids``).
     ``estimator``: "naive" (MAML-RL), "lvc" (ProMP) or "dice" (unbiased, no advantage standardisation).
     """
 
@@ -71,6 +72,11 @@ class InnerSpec:
     gamma: float = 0.99  # discount of the returns and advantages
     gae_lambda: float = 1.0  # lambda of GAE (1.0: reward-to-go minus the baseline)
     normalize: bool = True  # standardise the inner advantages per task (naive / lvc)
+    later_lr: float | None = None  # alpha of steps 2.. on fresh episodes (None: lr / 2, the evaluation's 0.1 then 0.05)
+
+    @property
+    def later_step_size(self) -> float:
+        return self.lr / 2 if self.later_lr is None else self.later_lr
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -106,6 +112,18 @@ class InnerSpec:
             reduction="step",
         )
 
+    def adapt_meta(self, policy: nn.Module, params: Params, meta: "MetaBatch", *, create_graph: bool) -> Params:
+        """theta'_i after one step on ``meta.pre``, then one step of ``later_step_size`` on each of ``meta.mids``.
+
+        theta^(1)_i = theta + alpha grad L_i(theta) on D_i;  theta^(k+1)_i = theta^(k)_i + alpha' grad L_i(theta^(k)_i)
+        on D^(k)_i, episodes sampled with theta^(k)_i. With ``create_graph`` the whole chain is differentiable in
+        theta; the estimator's surrogate on D^(k)_i carries the dependence of its sampling distribution on theta.
+        """
+        adapted = self.adapt(policy, params, meta.pre, create_graph=create_graph)
+        for mid in meta.mids:
+            adapted = self.adapt(policy, adapted, mid, create_graph=create_graph, lr=self.later_step_size, per_task_params=True)
+        return adapted
+
     def adapt_detached(self, policy: nn.Module, params: Params, batch: EpisodeBatch, **kwargs: Any) -> Params:
         """The adapted parameters as constants, for sampling the post-update batch or for evaluation."""
         params = {name: value.detach() for name, value in params.items()}
@@ -117,17 +135,20 @@ class MetaBatch:
     """The data of one meta-iteration: pre-update episodes, post-update episodes and their advantages.
 
     ``post_advantages`` (H, T, B) are constants computed once (see :func:`estimate_advantages`).
+    ``mids``: with several inner steps on fresh episodes, the episodes of the policy after steps 1..K-1.
     """
 
     pre: EpisodeBatch
     post: EpisodeBatch | None = None
     post_advantages: Tensor | None = None
+    mids: tuple[EpisodeBatch, ...] = ()
 
     @classmethod
-    def build(cls, pre: EpisodeBatch, post: EpisodeBatch | None, policy: nn.Module, *, gamma: float, gae_lambda: float = 1.0) -> "MetaBatch":
+    def build(cls, pre: EpisodeBatch, post: EpisodeBatch | None, policy: nn.Module, *, gamma: float, gae_lambda: float = 1.0,
+              mids: tuple[EpisodeBatch, ...] = ()) -> "MetaBatch":
         if post is None:
-            return cls(pre)
-        return cls(pre, post, estimate_advantages(post, policy, gamma=gamma, gae_lambda=gae_lambda))
+            return cls(pre, mids=tuple(mids))
+        return cls(pre, post, estimate_advantages(post, policy, gamma=gamma, gae_lambda=gae_lambda), tuple(mids))
 
 
 def per_step(per_task: Tensor, mask: Tensor) -> Tensor:
@@ -147,7 +168,7 @@ def maml_vpg_objective(policy: nn.Module, meta: MetaBatch, inner: InnerSpec) -> 
     Its gradient is the policy gradient at theta'_i chained through the inner step:
     grad J = (1/T) sum_i (d theta'_i / d theta)^T grad_theta' J_i, with the Hessian term of ``inner.estimator``.
     """
-    adapted = inner.adapt(policy, policy.parameters_dict(), meta.pre, create_graph=True)
+    adapted = inner.adapt_meta(policy, policy.parameters_dict(), meta, create_graph=True)
     log_probs = post_log_probs(policy, adapted, meta.post)  # (H, T, B)
     return per_step(pg_surrogate(log_probs, meta.post_advantages, meta.post.mask), meta.post.mask)
 
@@ -187,7 +208,7 @@ class _PostUpdateProblem:
     def __init__(self, policy: nn.Module, meta: MetaBatch, inner: InnerSpec) -> None:
         self.policy, self.meta, self.inner = policy, meta, inner
         self.params = policy.parameters_dict()
-        adapted = inner.adapt_detached(policy, self.params, meta.pre)  # theta'_i(theta_old), constants
+        adapted = {n: v.detach() for n, v in inner.adapt_meta(policy, self.params, meta, create_graph=False).items()}  # theta'_i(theta_old)
         with torch.no_grad():
             self.old_log_probs = post_log_probs(policy, adapted, meta.post)  # (H, T, B)
             self.old_raw = tuple(r.detach() for r in policy.raw_outputs(adapted, meta.post.observations, task_dim=1))
@@ -195,7 +216,7 @@ class _PostUpdateProblem:
     def evaluate(self, create_graph: bool) -> tuple[Tensor, Tensor]:
         """(L, KL) at the policy's current parameters; differentiable in theta when ``create_graph``."""
         policy, post = self.policy, self.meta.post
-        adapted = self.inner.adapt(policy, self.params, self.meta.pre, create_graph=create_graph)
+        adapted = self.inner.adapt_meta(policy, self.params, self.meta, create_graph=create_graph)
         raw = policy.raw_outputs(adapted, post.observations, task_dim=1)
         ratios = torch.exp(policy.log_prob(raw, post.actions) - self.old_log_probs)  # (H, T, B)
         surrogate = per_step((ratios * self.meta.post_advantages * post.mask).sum(0).mean(-1), post.mask)  # (H,T,B) -> (T,) -> scalar

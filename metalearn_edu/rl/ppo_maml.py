@@ -97,7 +97,7 @@ def promp_step(
 ) -> dict[str, float]:
     """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step."""
     return ppo_outer_epochs(
-        policy, optimizer, meta, lambda params: inner.adapt(policy, params, meta.pre, create_graph=True),
+        policy, optimizer, meta, lambda params: inner.adapt_meta(policy, params, meta, create_graph=True),
         epochs=epochs, clip=clip, kl_coef=kl_coef,
     )
 

@@ -98,7 +98,8 @@ class RLTrainConfig:
     gamma: float = 0.99  # discount gamma of returns and advantages
     gae_lambda: float = 1.0  # lambda of GAE over the linear feature baseline (1.0: reward-to-go minus baseline)
     inner_lr: float = 0.1  # alpha, inner policy-gradient step size on the per-step-averaged surrogate
-    inner_steps: int = 1  # inner policy-gradient steps during meta-training
+    inner_steps: int = 1  # K, inner steps during meta-training; steps 2..K each on fresh episodes of the adapted policy, as at evaluation
+    inner_lr_later: float | None = None  # alpha of inner steps 2..K (None: inner_lr / 2, the paper's evaluation schedule 0.1 then 0.05)
     estimator: str = "auto"  # inner-step meta-gradient estimator: naive | lvc | dice | auto (per algo)
     outer_lr: float = 1e-3  # beta, Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain
     ppo_epochs: int = 5  # outer PPO epochs per sampled meta-batch (ppo-maml, ppo-inner)
@@ -125,7 +126,8 @@ class RLTrainConfig:
         return AUTO_ESTIMATOR[self.algo] if self.estimator == "auto" else self.estimator
 
     def inner_spec(self) -> InnerSpec:
-        return InnerSpec(lr=self.inner_lr, estimator=self.resolved_estimator(), steps=self.inner_steps, gamma=self.gamma, gae_lambda=self.gae_lambda)
+        return InnerSpec(lr=self.inner_lr, estimator=self.resolved_estimator(), gamma=self.gamma, gae_lambda=self.gae_lambda,
+                         later_lr=self.inner_lr_later)
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field and the accepted values."""
@@ -145,6 +147,11 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.inner_lr_later is not None and (isinstance(self.inner_lr_later, bool) or not isinstance(self.inner_lr_later, (int, float))
+                                                or not 0 < self.inner_lr_later < math.inf):
+            raise ValueError(f"inner_lr_later must be a positive number or None, got {self.inner_lr_later!r}")
+        if self.inner_steps > 1 and self.algo not in ("maml-vpg", "maml-trpo", "ppo-maml"):
+            raise ValueError(f"inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml, not {self.algo!r}")
         if self.kl_target is not None and (isinstance(self.kl_target, bool) or not isinstance(self.kl_target, (int, float))
                                            or not 0 < self.kl_target < math.inf):
             raise ValueError(f"kl_target must be a positive number or None, got {self.kl_target!r}")
@@ -266,10 +273,16 @@ def meta_iteration(
             adapted = ppo_adapt(policy, params, pre, inner, epochs=config.inner_epochs, clip=config.clip)
         else:
             adapted = inner.adapt_detached(policy, params, pre)
+        mids = []  # with K > 1 inner steps: the episodes after steps 1..K-1, each feeding the next step
+        for step in range(1, config.inner_steps):
+            _require_finite(f"the parameters after inner step {step}", adapted)
+            mids.append(sampler.sample(policy, tasks, config.rollouts, params=adapted, seed=iteration_seed(config.seed, iteration, 1 + step)))
+            record[f"return_after_{step}"] = float(mids[-1].episode_returns().mean())
+            adapted = inner.adapt_detached(policy, adapted, mids[-1], lr=inner.later_step_size, per_task_params=True)
         _require_finite("the adapted (post-update) parameters", adapted)
         post = sampler.sample(policy, tasks, config.rollouts, params=adapted, seed=iteration_seed(config.seed, iteration, 1))
         record["post_return"] = float(post.episode_returns().mean())
-        meta = MetaBatch.build(pre, post, policy, gamma=config.gamma, gae_lambda=config.gae_lambda)
+        meta = MetaBatch.build(pre, post, policy, gamma=config.gamma, gae_lambda=config.gae_lambda, mids=tuple(mids))
         if config.algo == "maml-vpg":
             stats = maml_vpg_step(policy, optimizer, meta, inner)
         elif config.algo == "maml-trpo":
