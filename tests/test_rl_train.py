@@ -35,6 +35,21 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, algo, kl_targe
     assert read_metrics(tmp_path / "cut")[-1]["post_return"] == read_metrics(tmp_path / "full")[-1]["post_return"]
 
 
+def test_best_pt_holds_the_policy_at_the_best_windowed_training_return_and_survives_resume(tmp_path):
+    config = replace(TINY, iterations=6, best_window=2)
+    train_rl(config, tmp_path / "full", progress=False)
+    returns = [m["post_return"] for m in read_metrics(tmp_path / "full")]
+    means = {i + 2: (returns[i] + returns[i + 1]) / 2 for i in range(len(returns) - 1)}  # iteration -> window mean
+    best = torch.load(tmp_path / "full" / "best.pt", weights_only=True)
+    assert best["iteration"] == max(means, key=means.get) and best["best_score"] == pytest.approx(max(means.values()))
+    policy, _, _ = load_rl_checkpoint(tmp_path / "full" / "best.pt")  # evaluate --checkpoint RUN/best.pt
+    assert "optimizer" not in best and policy.act(None, torch.zeros(1, 2)).actions.shape == (1, 2)
+    train_rl(replace(config, iterations=3), tmp_path / "cut", progress=False)
+    train_rl(config, tmp_path / "cut", progress=False)
+    resumed = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)
+    assert (resumed["iteration"], resumed["best_score"]) == (best["iteration"], best["best_score"])
+
+
 def test_kl_target_adapts_eta_after_every_update_by_the_promp_rule(tmp_path):
     target = 1e-3
     train_rl(replace(TINY, iterations=6, kl_coef=0.01, kl_target=target), tmp_path, progress=False)

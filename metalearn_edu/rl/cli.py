@@ -80,6 +80,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--init-log-std", float, "initial log sigma of a Gaussian policy, in units of --action-scale"),
         ("--action-scale", _positive_float, "c: Gaussian mean = c * MLP(s), sigma = c * exp(log_std); the inner step moves actions c^2 as far"),
         ("--checkpoint-every", _positive_int, "iterations between checkpoints"),
+        ("--best-window", _positive_int, "keep best.pt, the policy at the best mean training return over this many iterations"),
     ]
     for flag, kind, text in options:
         key = flag[2:].replace("-", "_")
