@@ -165,3 +165,35 @@ def test_promp_lvc_meta_gradient_matches_the_explicit_hessian_reference(tiny):
     torch.testing.assert_close(lvc, reference, rtol=1e-5, atol=1e-8)
     # the outer-product term matters here, so swapping the estimator would fail this test
     assert float((lvc - _autograd(tiny, "naive")).norm()) > 1e-3 * float(lvc.norm())
+
+
+def test_kl_stop_undoes_the_epoch_that_overshoots_and_ends_the_update(small):
+    policy, meta = small
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    inner = InnerSpec(estimator="lvc")
+
+    def run(kl_stop):
+        policy.load_state_dict(start)
+        optimizer = torch.optim.Adam(policy.parameters(), 3e-2)
+        stats = promp_step(policy, optimizer, meta, inner, epochs=4, kl_stop=kl_stop)
+        return stats, {k: v.clone() for k, v in policy.state_dict().items()}, optimizer
+
+    free, free_params, _ = run(None)
+    assert free["epochs_kept"] == 4.0
+    loose, loose_params, _ = run(1e9)  # never reached: the same update as without kl_stop
+    assert all(torch.equal(loose_params[k], free_params[k]) for k in free_params)
+    tight, tight_params, optimizer = run(1e-12)  # the first step already overshoots: undone, nothing moves
+    assert tight["epochs_kept"] == 0.0
+    assert all(torch.equal(tight_params[k], start[k]) for k in start)
+    assert all(not s for s in optimizer.state_dict()["state"].values())  # Adam's state is rolled back too
+    policy.load_state_dict(start)
+    with torch.no_grad():
+        before = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
+    policy.load_state_dict(free_params)
+    with torch.no_grad():
+        full_kl = float(pre_update_kl(policy, before, meta.pre))
+    capped, capped_params, _ = run(full_kl / 2)  # stops part-way; the KL it keeps is under the bound
+    policy.load_state_dict(capped_params)
+    with torch.no_grad():
+        kept_kl = float(pre_update_kl(policy, before, meta.pre))
+    assert 0 < capped["epochs_kept"] < 4 and kept_kl <= full_kl / 2

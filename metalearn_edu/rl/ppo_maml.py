@@ -21,6 +21,7 @@ Shapes: H steps, T tasks, B episodes per task; adapted parameters carry a leadin
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -53,20 +54,25 @@ def ppo_outer_epochs(
     epochs: int,
     clip: float,
     kl_coef: float,
+    kl_stop: float | None = None,
 ) -> dict[str, float]:
     """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)) - kl_coef KL(pi_theta_old || pi_theta).
 
     The old log-probabilities of the ratio are those of the first epoch (theta = theta_old), detached,
-    so rho = 1 exactly at the first epoch. Returns the objective, KL and clip fraction at the first and
-    last epochs.
+    so rho = 1 exactly at the first epoch. With ``kl_stop``, an epoch whose step takes the pre-update
+    KL(pi_theta_old || pi_theta) above ``kl_stop`` is undone (parameters and Adam state) and the
+    remaining epochs are skipped. Returns the objective, KL and clip fraction at the first and last
+    epochs, and ``epochs_kept``.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"ppo_epochs must be a positive integer, got {epochs!r}")
     params = policy.parameters_dict()
     with torch.no_grad():
         old_raw = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
-    post, old_log_probs, stats = meta.post, None, {}
+    post, old_log_probs, stats = meta.post, None, {"epochs_kept": float(epochs)}
     for epoch in range(epochs):
+        if kl_stop is not None:  # what an epoch that overshoots is rolled back to
+            saved = ({n: v.detach().clone() for n, v in params.items()}, copy.deepcopy(optimizer.state_dict()))
         log_probs = post_log_probs(policy, adapted_fn(params), post)  # (H, T, B)
         if old_log_probs is None:
             old_log_probs = log_probs.detach()
@@ -76,6 +82,16 @@ def ppo_outer_epochs(
         optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         optimizer.step()
+        if kl_stop is not None:
+            with torch.no_grad():
+                moved = float(pre_update_kl(policy, old_raw, meta.pre))
+            if moved > kl_stop:
+                with torch.no_grad():
+                    for name, value in saved[0].items():
+                        params[name].copy_(value)
+                optimizer.load_state_dict(saved[1])
+                stats["epochs_kept"] = float(epoch)
+                break
         with torch.no_grad():
             ratios = torch.exp(torch.where(post.mask > 0, log_probs - old_log_probs, 0.0))  # 1 on padded steps
             clipped = (((ratios - 1.0).abs() > clip).float() * post.mask).sum() / post.mask.sum()
@@ -94,11 +110,12 @@ def promp_step(
     epochs: int = 5,
     clip: float = 0.3,
     kl_coef: float = 5e-4,
+    kl_stop: float | None = None,
 ) -> dict[str, float]:
     """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step."""
     return ppo_outer_epochs(
         policy, optimizer, meta, lambda params: inner.adapt_meta(policy, params, meta, create_graph=True),
-        epochs=epochs, clip=clip, kl_coef=kl_coef,
+        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop,
     )
 
 
@@ -151,13 +168,14 @@ def ppo_inner_step(
     epochs: int = 5,
     clip: float = 0.3,
     kl_coef: float = 5e-4,
+    kl_stop: float | None = None,
 ) -> dict[str, float]:
     """First-order outer update of PPO-inner: Delta_i = ``adapted``_i - theta_old held fixed, theta'_i = theta + Delta_i."""
     with torch.no_grad():
         deltas = {n: adapted[n] - p.detach().unsqueeze(0) for n, p in policy.parameters_dict().items()}  # (T, ...)
     return ppo_outer_epochs(
         policy, optimizer, meta, lambda params: {n: params[n].unsqueeze(0) + deltas[n] for n in params},
-        epochs=epochs, clip=clip, kl_coef=kl_coef,
+        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop,
     )
 
 

@@ -106,6 +106,7 @@ class RLTrainConfig:
     clip: float = 0.3  # epsilon, PPO likelihood-ratio clip range
     kl_coef: float = 5e-4  # eta, weight of KL(pi_theta_old || pi_theta) on the pre-update policy (ProMP); the start value if kl_target is set
     kl_target: float | None = None  # if set, eta is doubled after an update whose KL > 1.5 kl_target, halved if < kl_target / 1.5
+    kl_stop: float | None = None  # if set, undo the outer epoch that takes KL(pi_theta_old || pi_theta) above this and end the update
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
@@ -156,6 +157,11 @@ class RLTrainConfig:
         if self.kl_target is not None and (isinstance(self.kl_target, bool) or not isinstance(self.kl_target, (int, float))
                                            or not 0 < self.kl_target < math.inf):
             raise ValueError(f"kl_target must be a positive number or None, got {self.kl_target!r}")
+        if self.kl_stop is not None and (isinstance(self.kl_stop, bool) or not isinstance(self.kl_stop, (int, float))
+                                         or not 0 < self.kl_stop < math.inf):
+            raise ValueError(f"kl_stop must be a positive number or None, got {self.kl_stop!r}")
+        if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
+            raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_target adapts the KL penalty of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
@@ -290,9 +296,11 @@ def meta_iteration(
             stats = maml_trpo_step(policy, meta, inner, max_kl=config.max_kl, cg_iterations=config.cg_iterations,
                                    cg_damping=config.cg_damping, max_backtracks=config.max_backtracks)
         elif config.algo == "ppo-maml":
-            stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef)
+            stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
+                               kl_stop=config.kl_stop)
         else:
-            stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef)
+            stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
+                                   kl_stop=config.kl_stop)
     with torch.no_grad():
         new_raw = policy.raw_outputs(None, pre.observations)
         kl = torch.distributions.kl_divergence(policy.make_distribution(old_raw, False), policy.make_distribution(new_raw, False))
