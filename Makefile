@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 
-.PHONY: help setup lab demo test notebooks exercises reproduce reproduce-locomotion bench grade-class clean
+.PHONY: help setup lab demo test notebooks exercises reproduce reproduce-navigation reproduce-locomotion bench grade-class clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,9 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/
 
 reproduce: $(STAMP)  ## Finn et al. Table 2 for MAML, pretrain, FOMAML, Reptile (about 20 min) + speed benchmark
 	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu scripts/reproduce_sinusoid.sh runs/table2
+
+reproduce-navigation: $(STAMP)  ## 2D navigation: PPO-MAML (3 seeds), MAML-VPG, MAML-TRPO, PPO-inner and pretrained, then the paper-protocol table (about 2 h)
+	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu scripts/reproduce_navigation.sh runs/navigation
 
 reproduce-locomotion: $(STAMP)  ## the shipped HalfCheetah PPO-MAML and pretrained checkpoints, their paper-protocol table and videos (CPU hours)
 	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu PATH=$(VENV)/bin:$$PATH scripts/reproduce_locomotion.sh runs/locomotion
