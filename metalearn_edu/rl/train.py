@@ -150,17 +150,12 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.inner_lr_later is not None and (isinstance(self.inner_lr_later, bool) or not isinstance(self.inner_lr_later, (int, float))
-                                                or not 0 < self.inner_lr_later < math.inf):
-            raise ValueError(f"inner_lr_later must be a positive number or None, got {self.inner_lr_later!r}")
+        for name in ("inner_lr_later", "kl_target", "kl_stop"):  # optional positive numbers
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
         if self.inner_steps > 1 and self.algo not in ("maml-vpg", "maml-trpo", "ppo-maml"):
             raise ValueError(f"inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml, not {self.algo!r}")
-        if self.kl_target is not None and (isinstance(self.kl_target, bool) or not isinstance(self.kl_target, (int, float))
-                                           or not 0 < self.kl_target < math.inf):
-            raise ValueError(f"kl_target must be a positive number or None, got {self.kl_target!r}")
-        if self.kl_stop is not None and (isinstance(self.kl_stop, bool) or not isinstance(self.kl_stop, (int, float))
-                                         or not 0 < self.kl_stop < math.inf):
-            raise ValueError(f"kl_stop must be a positive number or None, got {self.kl_stop!r}")
         if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
