@@ -353,16 +353,17 @@ def train_rl(
         kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["iteration"] <= start] if start and metrics.exists() else []
         metrics.write_text("".join(ln + "\n" for ln in kept))
 
-    def save(iteration: int) -> None:
-        if out is not None:
-            _atomic_save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
-                          "iteration": iteration, "config": asdict(config), "policy_spec": policy_spec(policy),
-                          "kl_coef": kl_coef, "recent_returns": list(recent), "best_score": best_score}, out / "checkpoint.pt")
-
-    def save_best(iteration: int) -> None:  # what evaluation needs, without the optimizer (load it like checkpoint.pt)
+    def snapshot(iteration: int, name: str, **extra: Any) -> None:  # what load_rl_checkpoint needs, plus ``extra``
         if out is not None:
             _atomic_save({"policy": policy.state_dict(), "iteration": iteration, "config": asdict(config),
-                          "policy_spec": policy_spec(policy), "best_score": best_score, "best_window": config.best_window}, out / "best.pt")
+                          "policy_spec": policy_spec(policy), "best_score": best_score, **extra}, out / name)
+
+    def save(iteration: int) -> None:  # everything a resumed run needs
+        snapshot(iteration, "checkpoint.pt", optimizer=optimizer.state_dict() if optimizer else {}, kl_coef=kl_coef,
+                 recent_returns=list(recent))
+
+    def save_best(iteration: int) -> None:  # what evaluation needs, without the optimizer
+        snapshot(iteration, "best.pt", best_window=config.best_window)
 
     from tqdm.auto import tqdm
 
