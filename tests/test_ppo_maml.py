@@ -12,7 +12,7 @@ from metalearn_edu.rl.inner import inner_surrogate
 from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, post_log_probs
 from metalearn_edu.rl.objectives import mean_episode_length
 from metalearn_edu.rl.policies import GaussianMLPPolicy
-from metalearn_edu.rl.ppo_maml import clipped_objective, ppo_adapt, ppo_inner_step, pre_update_kl, promp_step
+from metalearn_edu.rl.ppo_maml import clipped_objective, ppo_adapt, ppo_inner_step, pre_update_kl, promp_step, shrink_step_to_kl
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.trpo import flatten, unflatten
 
@@ -167,7 +167,7 @@ def test_promp_lvc_meta_gradient_matches_the_explicit_hessian_reference(tiny):
     assert float((lvc - _autograd(tiny, "naive")).norm()) > 1e-3 * float(lvc.norm())
 
 
-def test_kl_stop_undoes_the_epoch_that_overshoots_and_ends_the_update(small):
+def test_kl_stop_shrinks_the_epoch_that_overshoots_and_ends_the_update(small):
     policy, meta = small
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     inner = InnerSpec(estimator="lvc")
@@ -182,7 +182,7 @@ def test_kl_stop_undoes_the_epoch_that_overshoots_and_ends_the_update(small):
     assert free["epochs_kept"] == 4.0
     loose, loose_params, _ = run(1e9)  # never reached: the same update as without kl_stop
     assert all(torch.equal(loose_params[k], free_params[k]) for k in free_params)
-    tight, tight_params, optimizer = run(1e-12)  # the first step already overshoots: undone, nothing moves
+    tight, tight_params, optimizer = run(1e-12)  # even 1/1024 of the first step overshoots: undone, nothing moves
     assert tight["epochs_kept"] == 0.0
     assert all(torch.equal(tight_params[k], start[k]) for k in start)
     assert all(not s for s in optimizer.state_dict()["state"].values())  # Adam's state is rolled back too
@@ -192,8 +192,26 @@ def test_kl_stop_undoes_the_epoch_that_overshoots_and_ends_the_update(small):
     policy.load_state_dict(free_params)
     with torch.no_grad():
         full_kl = float(pre_update_kl(policy, before, meta.pre))
-    capped, capped_params, _ = run(full_kl / 2)  # stops part-way; the KL it keeps is under the bound
+    capped, capped_params, _ = run(full_kl / 2)  # stops part-way (a shrunk step); the KL it keeps is under the bound
     policy.load_state_dict(capped_params)
     with torch.no_grad():
         kept_kl = float(pre_update_kl(policy, before, meta.pre))
     assert 0 < capped["epochs_kept"] < 4 and kept_kl <= full_kl / 2
+    assert "objective_first" in tight and "kl_first" in tight  # statistics of the epoch that was undone are still reported
+
+
+def test_shrink_step_to_kl_halves_the_step_until_within_the_bound():
+    start = {"w": torch.zeros(3)}
+    direction = torch.tensor([1.0, -2.0, 0.5])
+
+    def moved(bound):
+        params = {"w": direction.clone()}
+        kept = shrink_step_to_kl(params, start, lambda: float((params["w"] ** 2).sum()), bound)  # "KL" = |w|^2 = 5.25 f^2
+        return kept, params["w"]
+
+    kept, w = moved(10.0)  # within the bound: untouched
+    assert kept == 1.0 and torch.equal(w, direction)
+    kept, w = moved(0.5)  # 5.25/4 > 0.5 >= 5.25/16: a quarter of the step
+    assert kept == 0.25 and torch.equal(w, 0.25 * direction)
+    kept, w = moved(1e-9)  # 5.25 / 1024^2 > 1e-9: undone
+    assert kept == 0.0 and torch.equal(w, torch.zeros(3))

@@ -42,6 +42,16 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     assert first["reference"]["finn2017_maml"][0] == -40.41
 
 
+def test_activation_flag_reaches_the_policy(tmp_path):
+    import torch
+
+    out = tmp_path / "relu"
+    assert main(["train", "navigation2d", "--algo", "maml-vpg", *TINY, "--activation", "relu", "--out", str(out)]) == 0
+    spec = torch.load(out / "checkpoint.pt", weights_only=False)["policy_spec"]
+    assert spec["activation"] == "relu"
+    assert json.loads((out / "config.json").read_text())["activation"] == "relu"
+
+
 def test_evaluate_with_baselines_writes_json_and_plot(tmp_path, capsys):
     run = tmp_path / "pre"
     assert main(["train", "bandit5", "--algo", "pretrain", *TINY, "--out", str(run)]) == 0

@@ -74,7 +74,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--clip", _positive_float, "epsilon: PPO ratio clip range"),
         ("--kl-coef", float, "eta: weight of the KL penalty on the pre-update policy (ProMP); the start value with --kl-target"),
         ("--kl-target", _positive_float, "adapt eta after each update: x2 if its KL > 1.5 target, /2 if < target/1.5 (ProMP)"),
-        ("--kl-stop", _positive_float, "undo the outer epoch whose pre-update KL exceeds this and end the update (ppo-maml, ppo-inner); metrics epochs_kept = 0 in a row means training stalled"),
+        ("--kl-stop", _positive_float, "shrink the outer epoch whose pre-update KL exceeds this back by halves until within it, then end the update (ppo-maml, ppo-inner); metrics epochs_kept"),
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),
@@ -89,6 +89,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
     p.add_argument("--estimator", default=None, choices=("auto", "naive", "lvc", "dice"),
                    help=f"inner-step meta-gradient estimator; auto = lvc for ppo-maml, naive otherwise (default: {d['estimator']})")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
+    p.add_argument("--activation", default=None, choices=("tanh", "relu"), help=f"policy hidden nonlinearity (default: {d['activation']})")
     p.add_argument("--backend", default=None, choices=("auto", "batched", "loop", "vector"), help=f"sampler backend (default: {d['backend']})")
     p.add_argument("--time-limit", dest="time_limit_s", type=_positive_float, default=None,
                    help="stop after this many seconds of this session, writing a checkpoint (rerun to continue)")

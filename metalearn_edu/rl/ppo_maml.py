@@ -45,6 +45,28 @@ def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBa
     return kl.mean()
 
 
+def shrink_step_to_kl(params: Params, start: Params, kl: Callable[[], float], bound: float, halvings: int = 10) -> float:
+    """Pull ``params`` back toward ``start`` along the step just taken until ``kl()`` <= ``bound``, in place.
+
+    theta <- theta_start + f (theta - theta_start) with f = 1, 1/2, 1/4, ... (at most ``halvings`` halvings);
+    if none is within the bound, theta <- theta_start. Returns the fraction f kept (1.0: untouched, 0.0: undone).
+    """
+    with torch.no_grad():
+        if kl() <= bound:
+            return 1.0
+        end = {name: value.detach().clone() for name, value in params.items()}
+        fraction = 1.0
+        for _ in range(halvings):
+            fraction /= 2
+            for name, value in params.items():
+                value.copy_(start[name] + fraction * (end[name] - start[name]))
+            if kl() <= bound:
+                return fraction
+        for name, value in params.items():
+            value.copy_(start[name])
+        return 0.0
+
+
 def ppo_outer_epochs(
     policy: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -60,9 +82,11 @@ def ppo_outer_epochs(
 
     The old log-probabilities of the ratio are those of the first epoch (theta = theta_old), detached,
     so rho = 1 exactly at the first epoch. With ``kl_stop``, an epoch whose step takes the pre-update
-    KL(pi_theta_old || pi_theta) above ``kl_stop`` is undone (parameters and Adam state) and the
-    remaining epochs are skipped. Returns the objective, KL and clip fraction at the first and last
-    epochs, and ``epochs_kept``.
+    KL(pi_theta_old || pi_theta) above ``kl_stop`` is shrunk back along its own direction by halves
+    (:func:`shrink_step_to_kl`) until the KL is within the bound, and the remaining epochs are skipped;
+    if ten halvings do not suffice the step is undone, Adam's state included. Returns the objective, KL
+    and clip fraction at the first and last epochs, and ``epochs_kept`` (full epochs plus the fraction
+    kept of the shrunk one).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"ppo_epochs must be a positive integer, got {epochs!r}")
@@ -71,7 +95,7 @@ def ppo_outer_epochs(
         old_raw = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
     post, old_log_probs, stats = meta.post, None, {"epochs_kept": float(epochs)}
     for epoch in range(epochs):
-        if kl_stop is not None:  # what an epoch that overshoots is rolled back to
+        if kl_stop is not None:  # where an overshooting step is pulled back toward
             saved = ({n: v.detach().clone() for n, v in params.items()}, copy.deepcopy(optimizer.state_dict()))
         log_probs = post_log_probs(policy, adapted_fn(params), post)  # (H, T, B)
         if old_log_probs is None:
@@ -82,22 +106,19 @@ def ppo_outer_epochs(
         optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         optimizer.step()
-        if kl_stop is not None:
-            with torch.no_grad():
-                moved = float(pre_update_kl(policy, old_raw, meta.pre))
-            if moved > kl_stop:
-                with torch.no_grad():
-                    for name, value in saved[0].items():
-                        params[name].copy_(value)
-                optimizer.load_state_dict(saved[1])
-                stats["epochs_kept"] = float(epoch)
-                break
-        with torch.no_grad():
+        with torch.no_grad():  # the epoch's statistics, at the parameters it started from
             ratios = torch.exp(torch.where(post.mask > 0, log_probs - old_log_probs, 0.0))  # 1 on padded steps
             clipped = (((ratios - 1.0).abs() > clip).float() * post.mask).sum() / post.mask.sum()
         tag = "first" if epoch == 0 else "last"
         stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
                   f"ratio_deviation_{tag}": float(((ratios - 1.0).abs() * post.mask).max())}
+        if kl_stop is not None:
+            kept = shrink_step_to_kl(params, saved[0], lambda: float(pre_update_kl(policy, old_raw, meta.pre)), kl_stop)
+            if kept == 0.0:
+                optimizer.load_state_dict(saved[1])
+            if kept < 1.0:
+                stats["epochs_kept"] = epoch + kept
+                break
     return stats
 
 
@@ -179,4 +200,4 @@ def ppo_inner_step(
     )
 
 
-__all__ = ["adapt_kl_coef", "clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step"]
+__all__ = ["adapt_kl_coef", "clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step", "shrink_step_to_kl"]

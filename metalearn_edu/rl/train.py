@@ -106,8 +106,8 @@ class RLTrainConfig:
     clip: float = 0.3  # epsilon, PPO likelihood-ratio clip range
     kl_coef: float = 5e-4  # eta, weight of KL(pi_theta_old || pi_theta) on the pre-update policy (ProMP); the start value if kl_target is set
     kl_target: float | None = None  # if set, eta is doubled after an update whose KL > 1.5 kl_target, halved if < kl_target / 1.5
-    kl_stop: float | None = None  # if set, undo the outer epoch that takes KL(pi_theta_old || pi_theta) above this and end the update
-                                  # (epochs_kept = 0 in a row means every update is undone: training has stalled)
+    kl_stop: float | None = None  # if set, shrink the outer epoch that takes KL(pi_theta_old || pi_theta) above this back by
+                                  # halves until within it (undo it after ten), and end the update (metrics: epochs_kept)
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
