@@ -68,8 +68,27 @@ def test_navigation_reward_clipping_and_termination_on_hand_set_states() -> None
     np.testing.assert_allclose(obs, [0.2, -0.005], atol=1e-7)
     assert reward == pytest.approx(-np.hypot(0.1, 0.005), abs=1e-6) and not terminated
     obs, reward, terminated, _, _ = env.step(np.array([0.095, 0.0]))
-    assert reward == pytest.approx(-np.hypot(0.005, 0.005), abs=1e-6)  # distance 0.00707 < 0.01
+    assert reward == pytest.approx(-np.hypot(0.005, 0.005), abs=1e-6)  # both coordinates within 0.01
     assert terminated
+
+
+def test_navigation_terminates_in_finn_et_al_s_square_not_a_disc() -> None:
+    """Finn et al.'s env ends when |x - gx| < 0.01 and |y - gy| < 0.01: a corner of the square (distance
+    0.0127 > 0.01) ends the episode, a point 0.0105 away along one axis (inside the disc of 0.0127) does not."""
+    goal = np.array([0.3, 0.0])
+    for action, ends in (([0.1, 0.009], True), ([0.1, 0.0105], False), ([0.1, -0.0099], True)):
+        env = Navigation2DEnv(task={"goal": goal})
+        env.reset(seed=0)
+        for _ in range(2):
+            env.step(np.array([0.1, 0.0]))
+        _, reward, terminated, _, _ = env.step(np.array(action))
+        assert terminated is ends, action
+        assert reward == pytest.approx(-np.hypot(0.0, action[1]), abs=1e-6)
+        batched = BatchedNavigation2D([{"goal": goal}], 1, horizon=10)
+        batched.reset()
+        for _ in range(2):
+            batched.step(torch.tensor([[[0.1, 0.0]]]))
+        assert batched.step(torch.tensor([[action]], dtype=torch.float32))[2].item() is ends
 
 
 def test_navigation_truncates_at_the_horizon() -> None:

@@ -5,7 +5,11 @@ A point starts at the origin and must reach a goal g drawn from U[-0.5, 0.5]^2 (
     s_0 = (0, 0)
     s_{t+1} = s_t + clip(a_t, -0.1, 0.1)          (element-wise clip)
     r_t = -||s_{t+1} - g||_2
-    terminated when ||s_{t+1} - g||_2 < 0.01;  truncated after ``horizon`` steps (100 in the paper).
+    terminated when |s_{t+1} - g| < 0.01 in both coordinates;  truncated after ``horizon`` steps (100 in the paper).
+
+The termination test is that of Finn et al.'s released environment (``maml_examples/point_env_randgoal.py``
+in cbfinn/maml_rl: ``abs(x) < 0.01 and abs(y) < 0.01`` on the offset), a square of half-width 0.01 around
+the goal, not the disc that "within 0.01 of the goal" could also mean; the reward is the Euclidean distance.
 
 The observation is the position s (float32, shape (2,)); the goal is not observed, so a policy can only
 find it by adapting to rewards. All arithmetic is done in float32 in both implementations, so that
@@ -24,7 +28,7 @@ from torch import Tensor
 
 MAX_STEP = 0.1  # each action coordinate is clipped to [-MAX_STEP, MAX_STEP]
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5  # goals are U[GOAL_LOW, GOAL_HIGH]^2
-SUCCESS_RADIUS = 0.01  # terminated when the distance to the goal is below this
+SUCCESS_TOLERANCE = 0.01  # terminated when both coordinates of s - g are below this in absolute value
 DEFAULT_HORIZON = 100
 
 
@@ -117,7 +121,7 @@ class Navigation2DEnv(gym.Env):
         offset = self._position - self._goal  # (2,) float32
         distance = np.sqrt(offset[0] * offset[0] + offset[1] * offset[1])  # float32, same order as the batched env
         self._steps += 1
-        terminated = bool(distance < SUCCESS_RADIUS)
+        terminated = bool(abs(offset[0]) < SUCCESS_TOLERANCE and abs(offset[1]) < SUCCESS_TOLERANCE)
         truncated = self._steps >= self.horizon and not terminated
         return self._position.copy(), float(-distance), terminated, truncated, {"distance": float(distance)}
 
@@ -178,6 +182,6 @@ class BatchedNavigation2D:
         # to float32 is, so the distances match the gymnasium env bit for bit.
         distance = torch.sqrt(squared.double()).float()  # (T, B)
         self.steps += 1
-        terminated = distance < SUCCESS_RADIUS  # (T, B)
+        terminated = (offset.abs() < SUCCESS_TOLERANCE).all(dim=-1)  # (T, B)
         truncated = ~terminated if self.steps >= self.horizon else torch.zeros_like(terminated)
         return self.positions.clone(), -distance, terminated, truncated

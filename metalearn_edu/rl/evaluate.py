@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from metalearn_edu.envs import resolve_env_id, short_name
-from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_RADIUS, goal_from_task
+from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_TOLERANCE, goal_from_task
 from metalearn_edu.rl.maml_rl import InnerSpec
 from metalearn_edu.rl.train import RLTrainConfig, iteration_seed, load_rl_checkpoint, make_sampler
 
@@ -193,8 +193,9 @@ def navigation_oracle_returns(tasks: Sequence[Any], horizon: int = 100) -> np.nd
     From s_0 = 0 with steps clipped to [-0.1, 0.1] per coordinate, the positions reachable after k steps
     form the square [-0.1k, 0.1k]^2, so no policy can be closer to g after k steps than
     s_k* = clip(g, -0.1k, 0.1k) (element-wise), and that sequence is feasible (each coordinate moves by at
-    most 0.1). Following it minimises every reward -||s_k - g|| at once and reaches the 0.01-ball first, so
-    R* = -sum_{k=1}^{n} ||s_k* - g|| with n the first k where ||s_k* - g|| < 0.01 (or the horizon). This is
+    most 0.1). Following it minimises every reward -||s_k - g|| at once and, being closest in each
+    coordinate, reaches the termination square |s - g| < 0.01 first, so R* = -sum_{k=1}^{n} ||s_k* - g||
+    with n the first k where both |s_k* - g| < 0.01 (or the horizon). This is
     "move to the goal at maximum speed" with the element-wise clip: both coordinates move at full speed
     until the nearer one is reached (slightly better than the straight line, which slows one coordinate).
     """
@@ -203,9 +204,9 @@ def navigation_oracle_returns(tasks: Sequence[Any], horizon: int = 100) -> np.nd
         goal = goal_from_task(task).astype(np.float64)
         total = 0.0
         for k in range(1, horizon + 1):
-            distance = float(np.linalg.norm(np.clip(goal, -MAX_STEP * k, MAX_STEP * k) - goal))
-            total -= distance
-            if distance < SUCCESS_RADIUS:
+            offset = np.clip(goal, -MAX_STEP * k, MAX_STEP * k) - goal
+            total -= float(np.linalg.norm(offset))
+            if np.all(np.abs(offset) < SUCCESS_TOLERANCE):
                 break
         out.append(total)
     return np.asarray(out)
