@@ -63,6 +63,17 @@ def test_kl_target_adapts_eta_after_every_update_by_the_promp_rule(tmp_path):
     assert "kl_coef" not in read_metrics(tmp_path / "fixed")[0]  # a fixed eta is in the config, not the log
 
 
+def test_anneal_lr_decays_the_adam_step_linearly_to_zero(tmp_path):
+    config = replace(TINY, anneal_lr=True, outer_lr=2e-3)
+    full = train_rl(config, tmp_path / "full", progress=False)
+    assert [m["outer_lr"] for m in read_metrics(tmp_path / "full")] == pytest.approx([2e-3, 1.5e-3, 1e-3, 5e-4])
+    train_rl(replace(config, iterations=2, anneal_lr=False), tmp_path / "plain", progress=False)
+    assert "outer_lr" not in read_metrics(tmp_path / "plain")[0]
+    fresh = train_rl(config, tmp_path / "again", progress=False)  # deterministic: the same schedule, the same policy
+    for name, value in params_of(full.policy).items():
+        torch.testing.assert_close(params_of(fresh.policy)[name], value, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("algo", ["ppo-maml", "maml-vpg", "maml-trpo"])
 def test_two_inner_steps_sample_fresh_episodes_between_steps(tmp_path, algo):
     config = replace(TINY, algo=algo, iterations=2, inner_steps=2)
@@ -119,6 +130,8 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"inner_lr_later": -0.1}, "inner_lr_later must be a positive number or None"),
         ({"algo": "ppo-inner", "inner_steps": 2}, "inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml"),
         ({"algo": "maml-trpo", "kl_target": 0.01}, "kl_target adapts the KL penalty of ppo-maml and ppo-inner only"),
+        ({"algo": "maml-trpo", "anneal_lr": True}, "anneal_lr decays the Adam step size"),
+        ({"anneal_lr": "yes"}, "anneal_lr must be True or False"),
     ],
 )
 def test_bad_inputs_name_the_argument(change, message):

@@ -89,6 +89,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
     p.add_argument("--estimator", default=None, choices=("auto", "naive", "lvc", "dice"),
                    help=f"inner-step meta-gradient estimator; auto = lvc for ppo-maml, naive otherwise (default: {d['estimator']})")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
+    p.add_argument("--anneal-lr", action="store_true", default=None,
+                   help="decay the outer Adam step size linearly to 0 over --iterations (maml-vpg, ppo-maml, ppo-inner, pretrain)")
     p.add_argument("--activation", default=None, choices=("tanh", "relu"), help=f"policy hidden nonlinearity (default: {d['activation']})")
     p.add_argument("--backend", default=None, choices=("auto", "batched", "loop", "vector"), help=f"sampler backend (default: {d['backend']})")
     p.add_argument("--time-limit", dest="time_limit_s", type=_positive_float, default=None,

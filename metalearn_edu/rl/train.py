@@ -102,6 +102,7 @@ class RLTrainConfig:
     inner_lr_later: float | None = None  # alpha of inner steps 2..K (None: inner_lr / 2, the paper's evaluation schedule 0.1 then 0.05)
     estimator: str = "auto"  # inner-step meta-gradient estimator: naive | lvc | dice | auto (per algo)
     outer_lr: float = 1e-3  # beta, Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain
+    anneal_lr: bool = False  # decay beta linearly to 0 over `iterations`: beta_i = beta (1 - i / iterations), i = 0, 1, ... (CleanRL's anneal_lr)
     ppo_epochs: int = 5  # outer PPO epochs per sampled meta-batch (ppo-maml, ppo-inner)
     clip: float = 0.3  # epsilon, PPO likelihood-ratio clip range
     kl_coef: float = 5e-4  # eta, weight of KL(pi_theta_old || pi_theta) on the pre-update policy (ProMP); the start value if kl_target is set
@@ -156,6 +157,10 @@ class RLTrainConfig:
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
         if self.inner_steps > 1 and self.algo not in ("maml-vpg", "maml-trpo", "ppo-maml"):
             raise ValueError(f"inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml, not {self.algo!r}")
+        if not isinstance(self.anneal_lr, bool):
+            raise ValueError(f"anneal_lr must be True or False, got {self.anneal_lr!r}")
+        if self.anneal_lr and self.algo == "maml-trpo":
+            raise ValueError("anneal_lr decays the Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain; maml-trpo has none")
         if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
@@ -373,11 +378,16 @@ def train_rl(
     for it in bar:
         t_it = time.perf_counter()
         done = it + 1
+        if config.anneal_lr and optimizer is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = config.outer_lr * (1.0 - it / config.iterations)
         try:
             record = meta_iteration(it, policy, optimizer, sampler, config, kl_coef)
         except _NonFinite as err:
             raise _divergence(str(err), done, config, out) from None
         _check_finite(record, policy, done, config, out)
+        if config.anneal_lr and optimizer is not None:
+            record["outer_lr"] = optimizer.param_groups[0]["lr"]  # the beta this update used
         if config.kl_target is not None:
             record["kl_coef"] = kl_coef  # the eta this update used
             kl_coef = adapt_kl_coef(kl_coef, record["kl"], config.kl_target)
