@@ -72,6 +72,13 @@ def test_anneal_lr_decays_the_adam_step_linearly_to_zero(tmp_path):
     fresh = train_rl(config, tmp_path / "again", progress=False)  # deterministic: the same schedule, the same policy
     for name, value in params_of(full.policy).items():
         torch.testing.assert_close(params_of(fresh.policy)[name], value, rtol=0, atol=0)
+    train_rl(replace(config, iterations=2), tmp_path / "cut", progress=False)
+    with pytest.raises(ValueError, match="anneal-lr run over iterations=2; resume it with the same iterations"):
+        train_rl(config, tmp_path / "cut", progress=False)  # a longer schedule would jump the step size back up
+    resumed = train_rl(replace(config, time_limit_s=1e-9), tmp_path / "timed", progress=False)  # stops after one iteration
+    assert resumed.iterations_done == 1
+    train_rl(config, tmp_path / "timed", progress=False)  # the same command resumes on the same schedule
+    assert [m["outer_lr"] for m in read_metrics(tmp_path / "timed")] == pytest.approx([2e-3, 1.5e-3, 1e-3, 5e-4])
 
 
 @pytest.mark.parametrize("algo", ["ppo-maml", "maml-vpg", "maml-trpo"])

@@ -344,6 +344,9 @@ def train_rl(
         if resume and ckpt.exists():
             _, saved, state = load_rl_checkpoint(ckpt, device)
             ignore = {"iterations": 0, "checkpoint_every": 0, "time_limit_s": 0}
+            if config.anneal_lr and saved.iterations != config.iterations:  # the schedule is fixed by the iteration count
+                raise ValueError(f"{out} holds an --anneal-lr run over iterations={saved.iterations}; resume it with the same "
+                                 f"iterations (got {config.iterations}) or pass a new --out")
             if asdict(saved) | ignore != asdict(config) | ignore:
                 raise ValueError(f"{out} holds a run with a different config; pass a new --out or the same options "
                                  f"(saved: {json.dumps(asdict(saved))})")
