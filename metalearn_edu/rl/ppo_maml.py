@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from metalearn_edu.rl.batch import EpisodeBatch
 from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, Params, estimate_advantages, per_step, post_log_probs
 from metalearn_edu.rl.objectives import kl_divergence, ppo_clip_loss
+from metalearn_edu.rl.trpo import backtracking_line_search, flatten, unflatten
 
 
 def clipped_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, clip: float) -> Tensor:
@@ -48,23 +49,25 @@ def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBa
 def shrink_step_to_kl(params: Params, start: Params, kl: Callable[[], float], bound: float, halvings: int = 10) -> float:
     """Pull ``params`` back toward ``start`` along the step just taken until ``kl()`` <= ``bound``, in place.
 
-    theta <- theta_start + f (theta - theta_start) with f = 1, 1/2, 1/4, ... (at most ``halvings`` halvings);
-    if none is within the bound, theta <- theta_start. Returns the fraction f kept (1.0: untouched, 0.0: undone).
+    theta <- theta_start + f (theta - theta_start) with f = 1, 1/2, 1/4, ... (at most ``halvings`` halvings,
+    TRPO's :func:`backtracking_line_search` with a factor of 1/2 and no improvement test); if none is within
+    the bound, theta <- theta_start. Returns the fraction f kept (1.0: untouched, 0.0: undone).
     """
     with torch.no_grad():
         if kl() <= bound:
             return 1.0
-        end = {name: value.detach().clone() for name, value in params.items()}
-        fraction = 1.0
-        for _ in range(halvings):
-            fraction /= 2
-            for name, value in params.items():
-                value.copy_(start[name] + fraction * (end[name] - start[name]))
-            if kl() <= bound:
-                return fraction
-        for name, value in params.items():
-            value.copy_(start[name])
-        return 0.0
+        base = flatten(start)
+
+        def move_to(step: Tensor) -> tuple[float, float]:  # theta_start + step; the search only reads the KL
+            for name, value in unflatten(base + step, params).items():
+                params[name].copy_(value)
+            return 0.0, kl()
+
+        half_step = 0.5 * (flatten(params) - base)
+        found = backtracking_line_search(move_to, half_step, -math.inf, max_kl=bound, backtrack=0.5, max_tries=halvings)
+        if found.fraction == 0.0:
+            move_to(torch.zeros_like(base))
+        return 0.5 * found.fraction
 
 
 def ppo_outer_epochs(
