@@ -381,16 +381,17 @@ def train_rl(
     for it in bar:
         t_it = time.perf_counter()
         done = it + 1
-        if config.anneal_lr and optimizer is not None:
+        annealed = config.outer_lr * (1.0 - it / config.iterations) if config.anneal_lr and optimizer is not None else None
+        if annealed is not None:
             for group in optimizer.param_groups:
-                group["lr"] = config.outer_lr * (1.0 - it / config.iterations)
+                group["lr"] = annealed
         try:
             record = meta_iteration(it, policy, optimizer, sampler, config, kl_coef)
         except _NonFinite as err:
             raise _divergence(str(err), done, config, out) from None
         _check_finite(record, policy, done, config, out)
-        if config.anneal_lr and optimizer is not None:
-            record["outer_lr"] = optimizer.param_groups[0]["lr"]  # the beta this update used
+        if annealed is not None:
+            record["outer_lr"] = annealed  # the beta this update used
         if config.kl_target is not None:
             record["kl_coef"] = kl_coef  # the eta this update used
             kl_coef = adapt_kl_coef(kl_coef, record["kl"], config.kl_target)
