@@ -185,3 +185,43 @@ def test_action_scale_is_validated_and_survives_a_checkpoint_spec() -> None:
     assert spec["action_scale"] == 0.1 and policy_from_spec(spec).action_scale == 0.1
     old = {k: v for k, v in spec.items() if k != "action_scale"}  # a checkpoint written before the field existed
     assert policy_from_spec(old).action_scale == 1.0
+
+
+def test_log_std_scale_sets_sigma_and_makes_a_step_move_log_sigma_k_squared_as_far() -> None:
+    """log σ = log c + k φ: the same distribution at init, and a gradient step of size α on φ moves log σ k² as far."""
+    torch.manual_seed(0)
+    k, c, alpha = 4.0, 0.1, 0.05
+    scaled = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-0.8, action_scale=c, log_std_scale=k)
+    plain = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-0.8, action_scale=c)
+    plain.load_state_dict({**scaled.state_dict(), "log_std": plain.log_std.detach()})
+    torch.testing.assert_close(scaled.log_std.detach(), torch.full((2,), -0.8 / k))  # the parameter holds init / k
+    obs, actions, advantages = torch.randn(10, 2), 0.1 * torch.randn(10, 2), torch.randn(10)
+    torch.testing.assert_close(scaled.distribution(None, obs).log_prob(actions), plain.distribution(None, obs).log_prob(actions))
+    stacked = stack_params([scaled.parameters_dict()] * 3)  # the per-task path applies k too
+    torch.testing.assert_close(scaled.distribution(stacked, obs.unsqueeze(1).expand(10, 3, 2), task_dim=1).log_prob(actions.unsqueeze(1)),
+                               plain.distribution(None, obs).log_prob(actions).unsqueeze(1).expand(10, 3))
+
+    def log_std_shift(policy: GaussianMLPPolicy) -> torch.Tensor:
+        params = policy.parameters_dict()
+        surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
+        (grad,) = torch.autograd.grad(surrogate, [params["log_std"]])
+        stepped = {**params, "log_std": params["log_std"] + alpha * grad}
+        return (policy.raw_outputs(stepped, obs)[1] - policy.raw_outputs(params, obs)[1]).detach()
+
+    assert log_std_shift(plain).abs().min() > 0
+    torch.testing.assert_close(log_std_shift(scaled), k**2 * log_std_shift(plain))
+
+
+def test_log_std_scale_is_validated_and_survives_a_checkpoint_spec() -> None:
+    from metalearn_edu.rl.train import policy_from_spec, policy_spec
+
+    for bad in (0.0, -2.0, math.inf, True):
+        with pytest.raises(ValueError, match="log_std_scale"):
+            GaussianMLPPolicy(2, 2, log_std_scale=bad)
+    policy = GaussianMLPPolicy(2, 2, hidden=(4,), init_log_std=-1.0, log_std_scale=5.0)
+    rebuilt = policy_from_spec(policy_spec(policy))
+    rebuilt.load_state_dict(policy.state_dict())
+    assert rebuilt.log_std_scale == 5.0
+    torch.testing.assert_close(rebuilt(torch.zeros(1, 2))[1], torch.full((1, 2), -1.0))
+    old = {key: value for key, value in policy_spec(policy).items() if key != "log_std_scale"}  # written before the field existed
+    assert policy_from_spec(old).log_std_scale == 1.0

@@ -215,3 +215,48 @@ def test_shrink_step_to_kl_halves_the_step_until_within_the_bound():
     assert kept == 0.25 and torch.equal(w, 0.25 * direction)
     kept, w = moved(1e-9)  # 5.25 / 1024^2 > 1e-9: undone
     assert kept == 0.0 and torch.equal(w, torch.zeros(3))
+
+
+def test_promp_every_step_scores_the_episodes_after_each_inner_step():
+    """With every_step the first epoch's step is alpha grad of (J^clip_1(theta^(1)) + J^clip_2(theta^(2))) / 2, each on the
+    episodes sampled after that inner step (exact, with plain SGD); without it, alpha grad J^clip_2 alone."""
+    torch.manual_seed(0)
+    sampler = MetaSampler("navigation2d", horizon=10)
+    inner = InnerSpec(lr=0.5, estimator="lvc", later_lr=0.25)
+    tasks = sampler.sample_tasks(3, rng=0)
+
+    def fresh():
+        torch.manual_seed(0)
+        return GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0)
+
+    policy = fresh()
+    pre = sampler.sample(policy, tasks, 5, seed=1)
+    first = inner.adapt_detached(policy, policy.parameters_dict(), pre)
+    mid = sampler.sample(policy, tasks, 5, params=first, seed=3)
+    post = sampler.sample(policy, tasks, 5, params=inner.adapt_detached(policy, first, mid, lr=0.25, per_task_params=True), seed=2)
+    meta = MetaBatch.build(pre, post, policy, gamma=0.99, mids=(mid,), score_mids=True)
+    assert [batch for batch, _ in meta.scored(every_step=True)] == [mid, post] and [b for b, _ in meta.scored()] == [post]
+    with pytest.raises(ValueError, match="score_mids=True"):
+        MetaBatch.build(pre, post, policy, gamma=0.99, mids=(mid,)).scored(every_step=True)
+
+    def step_taken(every_step: bool) -> torch.Tensor:
+        policy = fresh()
+        before = flatten(policy.parameters_dict()).detach().clone()
+        promp_step(policy, torch.optim.SGD(policy.parameters(), lr=1.0), meta, inner, epochs=1, kl_coef=0.0, every_step=every_step)
+        return flatten(policy.parameters_dict()).detach() - before
+
+    def expected(stages: list[int]) -> torch.Tensor:  # the gradient of the mean clipped objective over the stages, by hand
+        policy = fresh()
+        params = policy.parameters_dict()
+        path = inner.adapt_meta_path(policy, params, meta, create_graph=True)
+        scored = meta.scored(every_step=True)
+        total = 0.0
+        for k in stages:
+            batch, advantages = scored[k]
+            log_probs = post_log_probs(policy, path[k], batch)
+            total = total + clipped_objective(log_probs, log_probs.detach(), advantages, batch.mask, CLIP)
+        return flatten(dict(zip(params, torch.autograd.grad(total / len(stages), list(params.values()))))).detach()
+
+    torch.testing.assert_close(step_taken(True), expected([0, 1]), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(step_taken(False), expected([1]), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(step_taken(True), step_taken(False), atol=1e-4)  # the step-1 episodes change the update

@@ -93,6 +93,15 @@ def test_two_inner_steps_sample_fresh_episodes_between_steps(tmp_path, algo):
     assert not torch.equal(one.policy.log_std, result.policy.log_std)
 
 
+def test_outer_every_step_changes_the_update_of_a_two_step_run(tmp_path):
+    config = replace(TINY, algo="ppo-maml", iterations=1, inner_steps=2)
+    last_only = train_rl(config, tmp_path / "last", progress=False)
+    every = train_rl(replace(config, outer_every_step=True), tmp_path / "every", progress=False)
+    assert read_metrics(tmp_path / "every")[0]["pre_return"] == read_metrics(tmp_path / "last")[0]["pre_return"]
+    assert json.loads((tmp_path / "every" / "config.json").read_text())["outer_every_step"] is True
+    assert not torch.equal(every.policy.log_std, last_only.policy.log_std)
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_every_algorithm_writes_metrics_config_and_a_weights_only_checkpoint(tmp_path, algo):
     train_rl(replace(TINY, algo=algo, iterations=2), tmp_path, progress=False)
@@ -139,6 +148,9 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"algo": "maml-trpo", "kl_target": 0.01}, "kl_target adapts the KL penalty of ppo-maml and ppo-inner only"),
         ({"algo": "maml-trpo", "anneal_lr": True}, "anneal_lr decays the Adam step size"),
         ({"anneal_lr": "yes"}, "anneal_lr must be True or False"),
+        ({"log_std_scale": 0.0}, "log_std_scale must be a positive number"),
+        ({"outer_every_step": 1}, "outer_every_step must be True or False"),
+        ({"algo": "maml-vpg", "outer_every_step": True}, "outer_every_step scores every inner step in the outer objective of ppo-maml only"),
     ],
 )
 def test_bad_inputs_name_the_argument(change, message):

@@ -80,6 +80,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--gamma", float, "discount"),
         ("--init-log-std", float, "initial log sigma of a Gaussian policy, in units of --action-scale"),
         ("--action-scale", _positive_float, "c: Gaussian mean = c * MLP(s), sigma = c * exp(log_std); the inner step moves actions c^2 as far"),
+        ("--log-std-scale", _positive_float, "k: log sigma = log c + k * phi for the learned phi, so one inner step moves log sigma k^2 as far (default 1)"),
         ("--checkpoint-every", _positive_int, "iterations between checkpoints"),
         ("--best-window", _positive_int, "keep best.pt, the policy at the best mean training return over this many iterations"),
     ]
@@ -91,6 +92,9 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
     p.add_argument("--anneal-lr", action="store_true", default=None,
                    help="decay the outer Adam step size linearly to 0 over --iterations (maml-vpg, ppo-maml, ppo-inner, pretrain)")
+    p.add_argument("--outer-every-step", action="store_true", default=None,
+                   help="ppo-maml with --inner-steps K > 1: the outer objective averages the clipped surrogate on the episodes "
+                   "after every inner step 1..K, not only after K (MAML++'s multi-step loss)")
     p.add_argument("--activation", default=None, choices=("tanh", "relu"), help=f"policy hidden nonlinearity (default: {d['activation']})")
     p.add_argument("--backend", default=None, choices=("auto", "batched", "loop", "vector"), help=f"sampler backend (default: {d['backend']})")
     p.add_argument("--time-limit", dest="time_limit_s", type=_positive_float, default=None,

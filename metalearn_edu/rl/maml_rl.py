@@ -119,10 +119,14 @@ class InnerSpec:
         on D^(k)_i, episodes sampled with theta^(k)_i. With ``create_graph`` the whole chain is differentiable in
         theta; the estimator's surrogate on D^(k)_i carries the dependence of its sampling distribution on theta.
         """
-        adapted = self.adapt(policy, params, meta.pre, create_graph=create_graph)
+        return self.adapt_meta_path(policy, params, meta, create_graph=create_graph)[-1]
+
+    def adapt_meta_path(self, policy: nn.Module, params: Params, meta: "MetaBatch", *, create_graph: bool) -> list[Params]:
+        """[theta^(1)_i, ..., theta^(K)_i]: the parameters after every step of :meth:`adapt_meta` (K = 1 + len(meta.mids))."""
+        path = [self.adapt(policy, params, meta.pre, create_graph=create_graph)]
         for mid in meta.mids:
-            adapted = self.adapt(policy, adapted, mid, create_graph=create_graph, lr=self.later_step_size, per_task_params=True)
-        return adapted
+            path.append(self.adapt(policy, path[-1], mid, create_graph=create_graph, lr=self.later_step_size, per_task_params=True))
+        return path
 
     def adapt_detached(self, policy: nn.Module, params: Params, batch: EpisodeBatch, **kwargs: Any) -> Params:
         """The adapted parameters as constants, for sampling the post-update batch or for evaluation."""
@@ -136,19 +140,32 @@ class MetaBatch:
 
     ``post_advantages`` (H, T, B) are constants computed once (see :func:`estimate_advantages`).
     ``mids``: with several inner steps on fresh episodes, the episodes of the policy after steps 1..K-1.
+    ``mid_advantages``: their advantages, when an outer objective scores every step (``score_mids`` of :meth:`build`).
     """
 
     pre: EpisodeBatch
     post: EpisodeBatch | None = None
     post_advantages: Tensor | None = None
     mids: tuple[EpisodeBatch, ...] = ()
+    mid_advantages: tuple[Tensor, ...] = ()
 
     @classmethod
     def build(cls, pre: EpisodeBatch, post: EpisodeBatch | None, policy: nn.Module, *, gamma: float, gae_lambda: float = 1.0,
-              mids: tuple[EpisodeBatch, ...] = ()) -> "MetaBatch":
+              mids: tuple[EpisodeBatch, ...] = (), score_mids: bool = False) -> "MetaBatch":
         if post is None:
             return cls(pre, mids=tuple(mids))
-        return cls(pre, post, estimate_advantages(post, policy, gamma=gamma, gae_lambda=gae_lambda), tuple(mids))
+        scored = (*mids, post) if score_mids else (post,)
+        advantages = [estimate_advantages(batch, policy, gamma=gamma, gae_lambda=gae_lambda) for batch in scored]  # each (H, T, B)
+        return cls(pre, post, advantages[-1], tuple(mids), tuple(advantages[:-1]))
+
+    def scored(self, every_step: bool = False) -> list[tuple[EpisodeBatch, Tensor]]:
+        """The (episodes, advantages) an outer objective scores: the post-update batch, or with ``every_step``
+        the batch after each inner step 1..K (``build(score_mids=True)`` must have estimated the mids' advantages)."""
+        if not every_step or not self.mids:
+            return [(self.post, self.post_advantages)]
+        if len(self.mid_advantages) != len(self.mids):
+            raise ValueError("every_step needs the advantages of the mid-adaptation episodes: MetaBatch.build(..., score_mids=True)")
+        return [*zip(self.mids, self.mid_advantages), (self.post, self.post_advantages)]
 
 
 def per_step(per_task: Tensor, mask: Tensor) -> Tensor:

@@ -175,7 +175,7 @@ class MLPPolicy(nn.Module):
 
 
 class GaussianMLPPolicy(MLPPolicy):
-    """a ~ N(μ_θ(s), diag(σ²)) with μ = c · MLP_θ(s) and log σ = log c + ``log_std`` (state-independent).
+    """a ~ N(μ_θ(s), diag(σ²)) with μ = c · MLP_θ(s) and log σ = log c + k · ``log_std`` (state-independent).
 
     log π(a|s) = Σ_j [ -(a_j - μ_j)² / (2σ_j²) - log σ_j - ½ log 2π ]  (an ``Independent`` Normal).
     Parameter names: ``net.{k}.weight``, ``net.{k}.bias`` and ``log_std`` (act_dim,).
@@ -186,6 +186,11 @@ class GaussianMLPPolicy(MLPPolicy):
     policy-gradient step in action space is not: ∂ log π / ∂ MLP = c ∂ log π / ∂ μ scales the
     gradient by c and the effect of a parameter change on μ by c again, so a fixed inner step size α
     moves the actions c² times as far as with c = 1.
+
+    ``log_std_scale`` k (a constant, default 1) does the same for σ: the parameter φ = ``log_std`` enters
+    as log σ = log c + k φ, so a gradient step of size α on φ changes log σ by k² α ∂J/∂ log σ. With k = 1
+    a policy-gradient step with standardised advantages barely moves σ (|Δ log σ| ~ α); k > 1 lets one
+    adaptation step shrink (or widen) the exploration noise, the same distribution family either way.
     """
 
     def __init__(
@@ -196,12 +201,15 @@ class GaussianMLPPolicy(MLPPolicy):
         activation: str = "tanh",
         init_log_std: float = 0.0,
         action_scale: float = 1.0,
+        log_std_scale: float = 1.0,
     ) -> None:
         super().__init__(obs_dim, _check_positive(act_dim, "act_dim"), hidden, activation)
-        if isinstance(action_scale, bool) or not isinstance(action_scale, (int, float)) or not 0 < action_scale < math.inf:
-            raise ValueError(f"action_scale must be a positive finite number, got {action_scale!r}")
-        self.act_dim, self.action_scale = act_dim, float(action_scale)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+        for name, value in (("action_scale", action_scale), ("log_std_scale", log_std_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        self.act_dim, self.action_scale, self.log_std_scale = act_dim, float(action_scale), float(log_std_scale)
+        # init_log_std is log σ in units of c; the parameter holds it divided by k
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std) / self.log_std_scale))
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(μ (..., act_dim), log σ broadcast to (..., act_dim))."""
@@ -213,6 +221,8 @@ class GaussianMLPPolicy(MLPPolicy):
             shape = [1] * net_out.dim()
             shape[task_dim], shape[-1] = log_std.shape
             log_std = log_std.reshape(shape)
+        if self.log_std_scale != 1.0:  # log σ = log c + k φ
+            log_std = self.log_std_scale * log_std
         if self.action_scale != 1.0:  # μ = c f(s), σ = c exp(log_std)
             return self.action_scale * net_out, (log_std + math.log(self.action_scale)).expand_as(net_out)
         return net_out, log_std.expand_as(net_out)

@@ -74,15 +74,19 @@ def ppo_outer_epochs(
     policy: nn.Module,
     optimizer: torch.optim.Optimizer,
     meta: MetaBatch,
-    adapted_fn: Callable[[Params], Params],
+    adapted_fn: Callable[[Params], list[Params]],
     *,
     epochs: int,
     clip: float,
     kl_coef: float,
     kl_stop: float | None = None,
+    every_step: bool = False,
 ) -> dict[str, float]:
-    """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)) - kl_coef KL(pi_theta_old || pi_theta).
+    """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)[-1]) - kl_coef KL(pi_theta_old || pi_theta).
 
+    ``adapted_fn(theta)`` lists the adapted parameters after each inner step 1..K. With ``every_step``
+    J^clip is the mean over k of J^clip_k(theta^(k)) on the episodes sampled after step k (``meta.scored``;
+    the multi-step loss of MAML++, Antoniou et al. 2019), so the returns after fewer steps are trained too.
     The old log-probabilities of the ratio are those of the first epoch (theta = theta_old), detached,
     so rho = 1 exactly at the first epoch. With ``kl_stop``, an epoch whose step takes the pre-update
     KL(pi_theta_old || pi_theta) above ``kl_stop`` is shrunk back along its own direction by halves
@@ -96,21 +100,25 @@ def ppo_outer_epochs(
     params = policy.parameters_dict()
     with torch.no_grad():
         old_raw = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
+    scored = meta.scored(every_step)  # [(episodes, advantages)] after the scored inner steps, the last = post
     post, old_log_probs, stats = meta.post, None, {"epochs_kept": float(epochs)}
     for epoch in range(epochs):
         if kl_stop is not None:  # where an overshooting step is pulled back toward
             saved = ({n: v.detach().clone() for n, v in params.items()}, copy.deepcopy(optimizer.state_dict()))
-        log_probs = post_log_probs(policy, adapted_fn(params), post)  # (H, T, B)
+        stages = adapted_fn(params)[-len(scored):]
+        stage_log_probs = [post_log_probs(policy, adapted, batch) for adapted, (batch, _) in zip(stages, scored)]  # each (H, T, B)
         if old_log_probs is None:
-            old_log_probs = log_probs.detach()
-        surrogate = clipped_objective(log_probs, old_log_probs, meta.post_advantages, post.mask, clip)
+            old_log_probs = [log_probs.detach() for log_probs in stage_log_probs]
+        surrogate = sum(clipped_objective(log_probs, old, advantages, batch.mask, clip)
+                        for log_probs, old, (batch, advantages) in zip(stage_log_probs, old_log_probs, scored)) / len(scored)
+        log_probs = stage_log_probs[-1]  # the statistics below are those of the post-update episodes
         kl = pre_update_kl(policy, old_raw, meta.pre)
         objective = surrogate - kl_coef * kl
         optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         optimizer.step()
         with torch.no_grad():  # the epoch's statistics, at the parameters it started from
-            ratios = torch.exp(torch.where(post.mask > 0, log_probs - old_log_probs, 0.0))  # 1 on padded steps
+            ratios = torch.exp(torch.where(post.mask > 0, log_probs - old_log_probs[-1], 0.0))  # 1 on padded steps
             clipped = (((ratios - 1.0).abs() > clip).float() * post.mask).sum() / post.mask.sum()
         tag = "first" if epoch == 0 else "last"
         stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
@@ -135,11 +143,15 @@ def promp_step(
     clip: float = 0.3,
     kl_coef: float = 5e-4,
     kl_stop: float | None = None,
+    every_step: bool = False,
 ) -> dict[str, float]:
-    """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step."""
+    """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step.
+
+    ``every_step``: score the episodes after every inner step, not only the last (see :func:`ppo_outer_epochs`).
+    """
     return ppo_outer_epochs(
-        policy, optimizer, meta, lambda params: inner.adapt_meta(policy, params, meta, create_graph=True),
-        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop,
+        policy, optimizer, meta, lambda params: inner.adapt_meta_path(policy, params, meta, create_graph=True),
+        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop, every_step=every_step,
     )
 
 
@@ -198,7 +210,7 @@ def ppo_inner_step(
     with torch.no_grad():
         deltas = {n: adapted[n] - p.detach().unsqueeze(0) for n, p in policy.parameters_dict().items()}  # (T, ...)
     return ppo_outer_epochs(
-        policy, optimizer, meta, lambda params: {n: params[n].unsqueeze(0) + deltas[n] for n in params},
+        policy, optimizer, meta, lambda params: [{n: params[n].unsqueeze(0) + deltas[n] for n in params}],
         epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop,
     )
 

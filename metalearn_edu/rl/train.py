@@ -100,6 +100,7 @@ class RLTrainConfig:
     inner_lr: float = 0.1  # alpha, inner policy-gradient step size on the per-step-averaged surrogate
     inner_steps: int = 1  # K, inner steps during meta-training; steps 2..K each on fresh episodes of the adapted policy, as at evaluation
     inner_lr_later: float | None = None  # alpha of inner steps 2..K (None: inner_lr / 2, the paper's evaluation schedule 0.1 then 0.05)
+    outer_every_step: bool = False  # ppo-maml with K > 1: the outer objective averages the clipped surrogate after every inner step 1..K, not only K (MAML++'s multi-step loss)
     estimator: str = "auto"  # inner-step meta-gradient estimator: naive | lvc | dice | auto (per algo)
     outer_lr: float = 1e-3  # beta, Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain
     anneal_lr: bool = False  # decay beta linearly to 0 over `iterations`: beta_i = beta (1 - i / iterations), i = 0, 1, ... (CleanRL's anneal_lr)
@@ -118,6 +119,7 @@ class RLTrainConfig:
     activation: str = "tanh"  # policy MLP nonlinearity: tanh | relu
     init_log_std: float = 0.0  # initial log sigma of the Gaussian policy, in units of action_scale (continuous actions)
     action_scale: float = 1.0  # c: the Gaussian policy's mean is c * MLP(s) and sigma is c * exp(log_std)
+    log_std_scale: float = 1.0  # k: log sigma = log c + k * phi for the parameter phi, so an inner step moves log sigma k^2 as far
     backend: str = "auto"  # sampler backend: auto | batched | loop | vector
     seed: int = 0  # fixes the initial policy, the tasks and every episode
     log_every: int = 1  # write a metrics line every this many iterations
@@ -147,7 +149,7 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("inner_lr", "outer_lr", "clip", "max_kl", "action_scale"):
+        for name in ("inner_lr", "outer_lr", "clip", "max_kl", "action_scale", "log_std_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -157,8 +159,11 @@ class RLTrainConfig:
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
         if self.inner_steps > 1 and self.algo not in ("maml-vpg", "maml-trpo", "ppo-maml"):
             raise ValueError(f"inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml, not {self.algo!r}")
-        if not isinstance(self.anneal_lr, bool):
-            raise ValueError(f"anneal_lr must be True or False, got {self.anneal_lr!r}")
+        for name in ("anneal_lr", "outer_every_step"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.outer_every_step and self.algo != "ppo-maml":
+            raise ValueError(f"outer_every_step scores every inner step in the outer objective of ppo-maml only, not algo={self.algo!r}")
         if self.anneal_lr and self.algo == "maml-trpo":
             raise ValueError("anneal_lr decays the Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain; maml-trpo has none")
         if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
@@ -196,7 +201,8 @@ def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> A
 
 
 def build_policy(config: RLTrainConfig, observation_space: Any, action_space: Any) -> MLPPolicy:
-    extra = {"init_log_std": config.init_log_std, "action_scale": config.action_scale} if not hasattr(action_space, "n") else {}
+    extra = ({"init_log_std": config.init_log_std, "action_scale": config.action_scale, "log_std_scale": config.log_std_scale}
+             if not hasattr(action_space, "n") else {})
     return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
 
 
@@ -204,16 +210,16 @@ def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
     """What rebuilds ``policy`` without its environment (stored in checkpoints)."""
     if isinstance(policy, GaussianMLPPolicy):
         return {"kind": "gaussian", "obs_dim": policy.obs_dim, "out_dim": policy.act_dim, "hidden": list(policy.hidden),
-                "activation": policy.activation, "action_scale": policy.action_scale}
+                "activation": policy.activation, "action_scale": policy.action_scale, "log_std_scale": policy.log_std_scale}
     if isinstance(policy, CategoricalMLPPolicy):
         return {"kind": "categorical", "obs_dim": policy.obs_dim, "out_dim": policy.n_actions, "hidden": list(policy.hidden), "activation": policy.activation}
     raise TypeError(f"policy must be a GaussianMLPPolicy or CategoricalMLPPolicy, got {type(policy).__name__}")
 
 
 def policy_from_spec(spec: Mapping[str, Any]) -> MLPPolicy:
-    if spec["kind"] == "gaussian":  # checkpoints written before action_scale existed have c = 1
+    if spec["kind"] == "gaussian":  # checkpoints written before action_scale / log_std_scale existed have c = k = 1
         return GaussianMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"],
-                                 action_scale=float(spec.get("action_scale", 1.0)))
+                                 action_scale=float(spec.get("action_scale", 1.0)), log_std_scale=float(spec.get("log_std_scale", 1.0)))
     return CategoricalMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"])
 
 
@@ -290,7 +296,8 @@ def meta_iteration(
         _require_finite("the adapted (post-update) parameters", adapted)
         post = sampler.sample(policy, tasks, config.rollouts, params=adapted, seed=iteration_seed(config.seed, iteration, 1))
         record["post_return"] = float(post.episode_returns().mean())
-        meta = MetaBatch.build(pre, post, policy, gamma=config.gamma, gae_lambda=config.gae_lambda, mids=tuple(mids))
+        meta = MetaBatch.build(pre, post, policy, gamma=config.gamma, gae_lambda=config.gae_lambda, mids=tuple(mids),
+                               score_mids=config.outer_every_step)
         if config.algo == "maml-vpg":
             stats = maml_vpg_step(policy, optimizer, meta, inner)
         elif config.algo == "maml-trpo":
@@ -298,7 +305,7 @@ def meta_iteration(
                                    cg_damping=config.cg_damping, max_backtracks=config.max_backtracks)
         elif config.algo == "ppo-maml":
             stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
-                               kl_stop=config.kl_stop)
+                               kl_stop=config.kl_stop, every_step=config.outer_every_step)
         else:
             stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
                                    kl_stop=config.kl_stop)
