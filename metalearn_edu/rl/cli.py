@@ -175,6 +175,9 @@ def _add_evaluate(sub: argparse._SubParsersAction, env: str, description: str) -
     p.add_argument("--pretrain-iterations", type=int, default=0,
                    help="with --baselines and no pretrained checkpoint: train pretrain runs of this many iterations into --out (default: 0 = skip)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also print, for each checkpoint and step, the episode length, the fraction of episodes ended at the goal, "
+                   "sigma, and the return and last reward of the mean action (see metalearn_edu.rl.diagnostics)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_common_arguments(p)
     p.set_defaults(func=_evaluate, env=env)
@@ -269,6 +272,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  + (f"; Finn et al. 2017's oracle (a policy trained on each test task) scored {paper['finn2017_oracle']}" if paper else ""))
     if paper is not None:
         record["reference"] = paper
+    if args.diagnose:
+        from metalearn_edu.rl.diagnostics import diagnose_checkpoint
+
+        record["diagnostics"] = {str(path): [row.as_dict() for row in diagnose_checkpoint(path, protocol, device)] for path in args.checkpoint}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -278,6 +285,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(record))
         return 0
     print(_format_table(record))
+    if args.diagnose:
+        from metalearn_edu.rl.diagnostics import StepDiagnostics, format_diagnostics
+
+        for path, rows in record["diagnostics"].items():
+            print("\n" + format_diagnostics(path, [StepDiagnostics(**{("return_" if k == "return" else k): v for k, v in row.items()}) for row in rows]))
     if args.out:
         print(f"wrote {args.out}/eval.json and adaptation.png")
     return 0

@@ -1,0 +1,69 @@
+"""``rl.diagnostics``: the per-step breakdown of an adaptation curve, checked against the evaluation and the env."""
+
+import json
+import math
+
+import numpy as np
+import torch
+
+from metalearn_edu.cli import main
+from metalearn_edu.envs.navigation import Navigation2DEnv
+from metalearn_edu.rl.diagnostics import adaptation_diagnostics
+from metalearn_edu.rl.evaluate import Protocol, adaptation_returns
+from metalearn_edu.rl.evaluate import test_tasks as protocol_test_tasks
+from metalearn_edu.rl.policies import GaussianMLPPolicy
+from metalearn_edu.rl.train import RLTrainConfig, make_sampler
+
+HORIZON = 12
+
+
+def _policy() -> GaussianMLPPolicy:
+    torch.manual_seed(0)
+    return GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-0.5, action_scale=0.1)
+
+
+def test_diagnostics_follow_the_evaluation_and_the_env():
+    policy = _policy()
+    protocol = Protocol(steps=2, test_tasks=4, rollouts=5, horizon=HORIZON, seed=2)
+    config = RLTrainConfig(horizon=HORIZON, action_scale=0.1)
+    with make_sampler(config) as sampler:
+        rows = adaptation_diagnostics(policy, sampler, protocol)
+        returns = adaptation_returns(policy, sampler, protocol)  # (K + 1, N), the same episodes
+        tasks = protocol_test_tasks(sampler, protocol)
+    assert [r.step for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose([r.return_ for r in rows], returns.mean(dim=1).numpy(), rtol=1e-5)
+    assert math.isclose(rows[0].sigma, 0.1 * math.exp(-0.5), rel_tol=1e-5)
+    assert all(0.0 <= r.success <= 1.0 and 1.0 <= r.length <= HORIZON for r in rows)
+    # the mean-action episode of the unadapted policy, stepped by hand in the gymnasium env
+    env, last_rewards, totals = Navigation2DEnv(horizon=HORIZON), [], []
+    for task in tasks:
+        env.set_task(task)
+        obs, _ = env.reset(seed=0)
+        total, reward = 0.0, 0.0
+        for _ in range(HORIZON):
+            with torch.no_grad():
+                action = policy.act(None, torch.as_tensor(obs).unsqueeze(0), deterministic=True).actions[0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        last_rewards.append(reward)
+        totals.append(total)
+    assert math.isclose(rows[0].mean_last_reward, float(np.mean(last_rewards)), rel_tol=1e-4)
+    assert math.isclose(rows[0].mean_return, float(np.mean(totals)), rel_tol=1e-4)
+    assert rows[2].as_dict()["return"] == rows[2].return_
+
+
+def test_evaluate_diagnose_prints_and_records_a_row_per_step(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--algo", "maml-vpg", "--iterations", "1", "--meta-batch", "2", "--rollouts", "2",
+                 "--horizon", "8", "--hidden", "8", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    args = ["evaluate", "navigation2d", "--checkpoint", str(run), "--steps", "0", "1", "--test-tasks", "2", "--rollouts", "2", "--diagnose"]
+    assert main(args) == 0
+    assert "mean-action last reward" in capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    (rows,) = record["diagnostics"].values()
+    assert [row["step"] for row in rows] == [0, 1] and {"return", "length", "success", "sigma"} <= set(rows[0])
+    assert math.isclose(rows[1]["return"], record["methods"]["maml-vpg"]["mean"][1], rel_tol=1e-5)
