@@ -225,3 +225,29 @@ def test_log_std_scale_is_validated_and_survives_a_checkpoint_spec() -> None:
     torch.testing.assert_close(rebuilt(torch.zeros(1, 2))[1], torch.full((1, 2), -1.0))
     old = {key: value for key, value in policy_spec(policy).items() if key != "log_std_scale"}  # written before the field existed
     assert policy_from_spec(old).log_std_scale == 1.0
+
+
+def test_state_dependent_std_starts_at_the_initial_sigma_and_varies_with_the_state_after_a_step() -> None:
+    from metalearn_edu.rl.train import policy_from_spec, policy_spec
+
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-0.7, action_scale=0.1, state_dependent_std=True)
+    obs, actions, advantages = torch.randn(10, 2), 0.1 * torch.randn(10, 2), torch.randn(10)
+    mean, log_std = policy(obs)
+    assert mean.shape == log_std.shape == (10, 2)
+    torch.testing.assert_close(log_std, torch.full((10, 2), -0.7 + math.log(0.1)))  # zero-initialised σ head
+    torch.testing.assert_close(mean, 0.1 * policy.net(obs)[:, :2])
+    params = policy.parameters_dict()
+    surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
+    grads = torch.autograd.grad(surrogate, list(params.values()))
+    stepped = {name: value + 0.5 * grad for (name, value), grad in zip(params.items(), grads)}
+    new_log_std = policy.raw_outputs(stepped, obs)[1]
+    assert new_log_std.std(dim=0).min() > 0  # σ now depends on the state
+    stacked = stack_params([stepped] * 3)  # the per-task path splits the output the same way
+    torch.testing.assert_close(policy.raw_outputs(stacked, obs.unsqueeze(1).expand(10, 3, 2), task_dim=1)[1],
+                               new_log_std.unsqueeze(1).expand(10, 3, 2))
+    rebuilt = policy_from_spec(policy_spec(policy))
+    rebuilt.load_state_dict(policy.state_dict())
+    assert rebuilt.state_dependent_std
+    with pytest.raises(ValueError, match="state_dependent_std"):
+        GaussianMLPPolicy(2, 2, state_dependent_std=1)

@@ -149,6 +149,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"algo": "maml-trpo", "anneal_lr": True}, "anneal_lr decays the Adam step size"),
         ({"anneal_lr": "yes"}, "anneal_lr must be True or False"),
         ({"log_std_scale": 0.0}, "log_std_scale must be a positive number"),
+        ({"state_dependent_std": "no"}, "state_dependent_std must be True or False"),
         ({"outer_every_step": 1}, "outer_every_step must be True or False"),
         ({"algo": "maml-vpg", "outer_every_step": True}, "outer_every_step scores every inner step in the outer objective of ppo-maml only"),
     ],

@@ -92,6 +92,9 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
     p.add_argument("--anneal-lr", action="store_true", default=None,
                    help="decay the outer Adam step size linearly to 0 over --iterations (maml-vpg, ppo-maml, ppo-inner, pretrain)")
+    p.add_argument("--state-dependent-std", action="store_true", default=None,
+                   help="Gaussian policy: log sigma(s) also gets a linear head on the last hidden layer, so sigma varies with the state "
+                   "and an inner step can change it (default: a state-independent log sigma)")
     p.add_argument("--outer-every-step", action="store_true", default=None,
                    help="ppo-maml with --inner-steps K > 1: the outer objective averages the clipped surrogate on the episodes "
                    "after every inner step 1..K, not only after K (MAML++'s multi-step loss)")

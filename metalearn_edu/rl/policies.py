@@ -191,6 +191,11 @@ class GaussianMLPPolicy(MLPPolicy):
     as log σ = log c + k φ, so a gradient step of size α on φ changes log σ by k² α ∂J/∂ log σ. With k = 1
     a policy-gradient step with standardised advantages barely moves σ (|Δ log σ| ~ α); k > 1 lets one
     adaptation step shrink (or widen) the exploration noise, the same distribution family either way.
+
+    ``state_dependent_std``: log σ(s) = log c + k φ + w_σ · h(s), a second linear head on the last hidden
+    layer h(s) (the MLP outputs 2 act_dim numbers; the σ rows start at zero, so σ(s) starts at the
+    ``init_log_std`` value everywhere). An inner step then changes σ through the shared trunk, and σ can
+    differ between the states explored before adaptation and those reached after it.
     """
 
     def __init__(
@@ -202,8 +207,17 @@ class GaussianMLPPolicy(MLPPolicy):
         init_log_std: float = 0.0,
         action_scale: float = 1.0,
         log_std_scale: float = 1.0,
+        state_dependent_std: bool = False,
     ) -> None:
-        super().__init__(obs_dim, _check_positive(act_dim, "act_dim"), hidden, activation)
+        if not isinstance(state_dependent_std, bool):
+            raise ValueError(f"state_dependent_std must be True or False, got {state_dependent_std!r}")
+        act_dim = _check_positive(act_dim, "act_dim")
+        super().__init__(obs_dim, 2 * act_dim if state_dependent_std else act_dim, hidden, activation)
+        self.state_dependent_std = state_dependent_std
+        if state_dependent_std:  # the σ rows of the output layer start at zero: σ(s) = the initial σ everywhere
+            with torch.no_grad():
+                self.net[-1].weight[act_dim:].zero_()
+                self.net[-1].bias[act_dim:].zero_()
         for name, value in (("action_scale", action_scale), ("log_std_scale", log_std_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -223,6 +237,8 @@ class GaussianMLPPolicy(MLPPolicy):
             log_std = log_std.reshape(shape)
         if self.log_std_scale != 1.0:  # log σ = log c + k φ
             log_std = self.log_std_scale * log_std
+        if self.state_dependent_std:  # + w_σ · h(s), the second half of the MLP's output
+            net_out, log_std = net_out[..., : self.act_dim], log_std + net_out[..., self.act_dim :]
         if self.action_scale != 1.0:  # μ = c f(s), σ = c exp(log_std)
             return self.action_scale * net_out, (log_std + math.log(self.action_scale)).expand_as(net_out)
         return net_out, log_std.expand_as(net_out)

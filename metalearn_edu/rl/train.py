@@ -119,6 +119,7 @@ class RLTrainConfig:
     activation: str = "tanh"  # policy MLP nonlinearity: tanh | relu
     init_log_std: float = 0.0  # initial log sigma of the Gaussian policy, in units of action_scale (continuous actions)
     action_scale: float = 1.0  # c: the Gaussian policy's mean is c * MLP(s) and sigma is c * exp(log_std)
+    state_dependent_std: bool = False  # Gaussian log sigma(s) = log c + k phi + a linear head on the last hidden layer (False: state-independent)
     log_std_scale: float = 1.0  # k: log sigma = log c + k * phi for the parameter phi, so an inner step moves log sigma k^2 as far
     backend: str = "auto"  # sampler backend: auto | batched | loop | vector
     seed: int = 0  # fixes the initial policy, the tasks and every episode
@@ -159,7 +160,7 @@ class RLTrainConfig:
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
         if self.inner_steps > 1 and self.algo not in ("maml-vpg", "maml-trpo", "ppo-maml"):
             raise ValueError(f"inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml, not {self.algo!r}")
-        for name in ("anneal_lr", "outer_every_step"):
+        for name in ("anneal_lr", "outer_every_step", "state_dependent_std"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.outer_every_step and self.algo != "ppo-maml":
@@ -201,8 +202,8 @@ def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> A
 
 
 def build_policy(config: RLTrainConfig, observation_space: Any, action_space: Any) -> MLPPolicy:
-    extra = ({"init_log_std": config.init_log_std, "action_scale": config.action_scale, "log_std_scale": config.log_std_scale}
-             if not hasattr(action_space, "n") else {})
+    extra = ({"init_log_std": config.init_log_std, "action_scale": config.action_scale, "log_std_scale": config.log_std_scale,
+              "state_dependent_std": config.state_dependent_std} if not hasattr(action_space, "n") else {})
     return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
 
 
@@ -210,7 +211,8 @@ def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
     """What rebuilds ``policy`` without its environment (stored in checkpoints)."""
     if isinstance(policy, GaussianMLPPolicy):
         return {"kind": "gaussian", "obs_dim": policy.obs_dim, "out_dim": policy.act_dim, "hidden": list(policy.hidden),
-                "activation": policy.activation, "action_scale": policy.action_scale, "log_std_scale": policy.log_std_scale}
+                "activation": policy.activation, "action_scale": policy.action_scale, "log_std_scale": policy.log_std_scale,
+                "state_dependent_std": policy.state_dependent_std}
     if isinstance(policy, CategoricalMLPPolicy):
         return {"kind": "categorical", "obs_dim": policy.obs_dim, "out_dim": policy.n_actions, "hidden": list(policy.hidden), "activation": policy.activation}
     raise TypeError(f"policy must be a GaussianMLPPolicy or CategoricalMLPPolicy, got {type(policy).__name__}")
@@ -219,7 +221,8 @@ def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
 def policy_from_spec(spec: Mapping[str, Any]) -> MLPPolicy:
     if spec["kind"] == "gaussian":  # checkpoints written before action_scale / log_std_scale existed have c = k = 1
         return GaussianMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"],
-                                 action_scale=float(spec.get("action_scale", 1.0)), log_std_scale=float(spec.get("log_std_scale", 1.0)))
+                                 action_scale=float(spec.get("action_scale", 1.0)), log_std_scale=float(spec.get("log_std_scale", 1.0)),
+                                 state_dependent_std=bool(spec.get("state_dependent_std", False)))
     return CategoricalMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"])
 
 
