@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce the 2D navigation table of docs/RESULTS.md: PPO-MAML (3 seeds: two inner steps in training, the
-# KL guard and an annealed outer step), MAML-VPG, MAML-TRPO and PPO-inner (seed 0), the pretrained multi-task
+# KL guard and an annealed outer step), MAML-VPG (3 seeds), MAML-TRPO and PPO-inner (seed 0), the pretrained multi-task
 # baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts per step, step size 0.1 then 0.05) on each
-# run's best.pt, with the random-initialisation baseline and the exact oracle, and again on the last checkpoints.
+# run's best.pt, with the random-initialisation baseline and the exact oracle, and again on the last checkpoints;
+# then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose).
 # Every run has a fixed iteration count that fits in 15 minutes (5 for pretrain) on the 2-core CPU of RESULTS,
 # one training per core; MAML-TRPO's is the count its 15 minutes reached. A run is deterministic per
 # iteration, so the same counts give the same policies on any machine.
-# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 1 h 30 min on one core,
+# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 2 h on one core,
 # run the trainings two at a time by hand to halve it)
 set -euo pipefail
 out=${1:-runs/navigation}
@@ -15,12 +16,15 @@ train() { $cli train navigation2d --quiet "$@"; }
 for seed in 0 1 2; do
   train --algo ppo-maml --inner-steps 2 --kl-stop 0.05 --anneal-lr --iterations 350 --seed "$seed" --out "$out/ppo-maml-seed$seed"
 done
-train --algo maml-vpg --anneal-lr --iterations 2000 --seed 0 --out "$out/maml-vpg-seed0"
+for seed in 0 1 2; do
+  train --algo maml-vpg --anneal-lr --iterations 2000 --seed "$seed" --out "$out/maml-vpg-seed$seed"
+done
 train --algo maml-trpo --iterations 186 --seed 0 --out "$out/maml-trpo-seed0"
 train --algo ppo-inner --anneal-lr --iterations 1000 --seed 0 --out "$out/ppo-inner-seed0"
 train --algo pretrain --anneal-lr --iterations 1800 --seed 0 --out "$out/pretrain-seed0"
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt "$out"/maml-vpg-seed0/best.pt \
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt "$out"/maml-vpg-seed{0,1,2}/best.pt \
   "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
   --out "$out/eval-best"
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2} "$out"/maml-vpg-seed0 \
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2} "$out"/maml-vpg-seed{0,1,2} \
   "$out"/maml-trpo-seed0 "$out"/ppo-inner-seed0 --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --diagnose --out "$out/eval-diagnose"
