@@ -275,10 +275,12 @@ def _evaluate(args: argparse.Namespace) -> int:
                                  + (f"; Finn et al. 2017's oracle (a policy trained on each test task) scored {paper['finn2017_oracle']}" if paper else ""))
     if paper is not None:
         record["reference"] = paper
+    diagnostics = {}
     if args.diagnose:
         from metalearn_edu.rl.diagnostics import diagnose_checkpoint
 
-        record["diagnostics"] = {str(path): [row.as_dict() for row in diagnose_checkpoint(path, protocol, device)] for path in args.checkpoint}
+        diagnostics = {str(path): diagnose_checkpoint(path, protocol, device) for path in args.checkpoint}
+        record["diagnostics"] = {path: [row.as_dict() for row in rows] for path, rows in diagnostics.items()}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -288,11 +290,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(record))
         return 0
     print(_format_table(record))
-    if args.diagnose:
-        from metalearn_edu.rl.diagnostics import StepDiagnostics, format_diagnostics
+    if diagnostics:
+        from metalearn_edu.rl.diagnostics import format_diagnostics
 
-        for path, rows in record["diagnostics"].items():
-            print("\n" + format_diagnostics(path, [StepDiagnostics(**{("return_" if k == "return" else k): v for k, v in row.items()}) for row in rows]))
+        for path, rows in diagnostics.items():
+            print("\n" + format_diagnostics(path, rows))
     if args.out:
         print(f"wrote {args.out}/eval.json and adaptation.png")
     return 0

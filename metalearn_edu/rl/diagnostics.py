@@ -48,7 +48,8 @@ class StepDiagnostics:
 
 
 def _sigma(policy: nn.Module, params: dict[str, torch.Tensor] | None, batch: Any) -> float:
-    """Geometric mean of sigma over the tasks and action dims (sigma is state-independent)."""
+    """Geometric mean of sigma over the tasks, episodes and action dims at the first observation (the start state;
+    the same everywhere unless the policy has a state-dependent sigma)."""
     if not isinstance(policy, GaussianMLPPolicy):
         return float("nan")
     first_obs = batch.observations[:1]  # (1, T, B, obs_dim)

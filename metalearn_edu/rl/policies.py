@@ -175,7 +175,7 @@ class MLPPolicy(nn.Module):
 
 
 class GaussianMLPPolicy(MLPPolicy):
-    """a ~ N(μ_θ(s), diag(σ²)) with μ = c · MLP_θ(s) and log σ = log c + k · ``log_std`` (state-independent).
+    """a ~ N(μ_θ(s), diag(σ²)) with μ = c · MLP_θ(s) and log σ = log c + k · ``log_std`` (state-independent by default).
 
     log π(a|s) = Σ_j [ -(a_j - μ_j)² / (2σ_j²) - log σ_j - ½ log 2π ]  (an ``Independent`` Normal).
     Parameter names: ``net.{k}.weight``, ``net.{k}.bias`` and ``log_std`` (act_dim,).
@@ -189,7 +189,7 @@ class GaussianMLPPolicy(MLPPolicy):
 
     ``log_std_scale`` k (a constant, default 1) does the same for σ: the parameter φ = ``log_std`` enters
     as log σ = log c + k φ, so a gradient step of size α on φ changes log σ by k² α ∂J/∂ log σ. With k = 1
-    a policy-gradient step with standardised advantages barely moves σ (|Δ log σ| ~ α); k > 1 lets one
+    a policy-gradient step with standardised advantages barely moves σ (|Δ log σ| is at most about α); k > 1 lets one
     adaptation step shrink (or widen) the exploration noise, the same distribution family either way.
 
     ``state_dependent_std``: log σ(s) = log c + k φ + w_σ · h(s), a second linear head on the last hidden
