@@ -152,6 +152,16 @@ def test_action_scale_scales_mean_and_sigma_and_stacked_params_agree() -> None:
     assert scaled.act(None, obs, deterministic=True).actions.abs().max() < 0.1 * scaled.net(obs).abs().max() + 1e-6
 
 
+def _output_shift_of_one_step(policy: GaussianMLPPolicy, name: str, output: int, obs: torch.Tensor, actions: torch.Tensor,
+                              advantages: torch.Tensor, alpha: float) -> torch.Tensor:
+    """How far raw output ``output`` (0: μ, 1: log σ) moves after one policy-gradient step of size ``alpha`` on parameter ``name``."""
+    params = policy.parameters_dict()
+    surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
+    (grad,) = torch.autograd.grad(surrogate, [params[name]])
+    stepped = {**params, name: params[name] + alpha * grad}
+    return (policy.raw_outputs(stepped, obs)[output] - policy.raw_outputs(params, obs)[output]).detach()
+
+
 def test_action_scale_makes_an_output_layer_step_move_the_mean_c_squared_as_far() -> None:
     """Same distribution, two parametrisations: a step of size alpha on the output bias moves μ c² as far with c."""
     torch.manual_seed(0)
@@ -166,11 +176,7 @@ def test_action_scale_makes_an_output_layer_step_move_the_mean_c_squared_as_far(
     torch.testing.assert_close(plain.distribution(None, obs).log_prob(actions), scaled.distribution(None, obs).log_prob(actions))
 
     def mean_shift(policy: GaussianMLPPolicy) -> torch.Tensor:
-        params = policy.parameters_dict()
-        surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
-        (grad_bias,) = torch.autograd.grad(surrogate, [params["net.2.bias"]])
-        stepped = {**params, "net.2.bias": params["net.2.bias"] + alpha * grad_bias}
-        return (policy.raw_outputs(stepped, obs)[0] - policy.raw_outputs(params, obs)[0]).detach()
+        return _output_shift_of_one_step(policy, "net.2.bias", 0, obs, actions, advantages, alpha)
 
     torch.testing.assert_close(mean_shift(scaled), c**2 * mean_shift(plain))
 
@@ -202,11 +208,7 @@ def test_log_std_scale_sets_sigma_and_makes_a_step_move_log_sigma_k_squared_as_f
                                plain.distribution(None, obs).log_prob(actions).unsqueeze(1).expand(10, 3))
 
     def log_std_shift(policy: GaussianMLPPolicy) -> torch.Tensor:
-        params = policy.parameters_dict()
-        surrogate = (policy.distribution(params, obs).log_prob(actions) * advantages).mean()
-        (grad,) = torch.autograd.grad(surrogate, [params["log_std"]])
-        stepped = {**params, "log_std": params["log_std"] + alpha * grad}
-        return (policy.raw_outputs(stepped, obs)[1] - policy.raw_outputs(params, obs)[1]).detach()
+        return _output_shift_of_one_step(policy, "log_std", 1, obs, actions, advantages, alpha)
 
     assert log_std_shift(plain).abs().min() > 0
     torch.testing.assert_close(log_std_shift(scaled), k**2 * log_std_shift(plain))
