@@ -26,11 +26,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 1) -> torch.device:
+def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = None) -> torch.device:
     """Turn ``device`` ('cpu', 'cuda', 'cuda:N' or 'auto') into a ``torch.device``.
 
-    On CPU, ``threads`` torch threads are used (1 by default: faster for the small networks of this
-    course); ``METALEARN_EDU_THREADS`` overrides it.
+    On CPU, ``threads`` torch threads are used. None: ``METALEARN_EDU_THREADS`` if set, else 1 (faster
+    for the small networks of this course when two jobs share two cores; a single meta-RL run on
+    large batches gains from 2).
     """
     name = str(device)
     if name == "auto":
@@ -39,10 +40,11 @@ def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 
         raise ValueError(f"device must be one of 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use --device cpu")
-    env_threads = os.environ.get("METALEARN_EDU_THREADS")
-    if env_threads:
-        threads = int(env_threads)
-    if name == "cpu" and threads:
+    if threads is None:
+        threads = int(os.environ.get("METALEARN_EDU_THREADS") or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if name == "cpu":
         torch.set_num_threads(threads)
     return torch.device(name)
 

@@ -122,6 +122,19 @@ def test_bandit_training_runs_with_a_categorical_policy(tmp_path):
     assert result.policy.n_actions == 5 and read_metrics(tmp_path)[-1]["iteration"] == 2
 
 
+def test_a_run_resumes_on_another_thread_count_to_the_same_parameters(tmp_path):
+    """threads is how the run is computed, not what it computes: a resume may change it."""
+    whole = train_rl(replace(TINY, iterations=2, threads=1), tmp_path / "whole", progress=False)
+    train_rl(replace(TINY, iterations=1, threads=1), tmp_path / "cut", progress=False)
+    try:
+        resumed = train_rl(replace(TINY, iterations=2, threads=2), tmp_path / "cut", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the rest of the suite runs on one thread
+    for name, value in params_of(whole.policy).items():
+        torch.testing.assert_close(params_of(resumed.policy)[name], value)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     train_rl(replace(TINY, iterations=2), tmp_path, progress=False)
     with pytest.raises(ValueError, match="different config"):
@@ -151,6 +164,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"log_std_scale": 0.0}, "log_std_scale must be a positive number"),
         ({"state_dependent_std": "no"}, "state_dependent_std must be True or False"),
         ({"outer_every_step": 1}, "outer_every_step must be True or False"),
+        ({"threads": 0}, "threads must be a positive integer"),
         ({"algo": "maml-vpg", "outer_every_step": True}, "outer_every_step scores every inner step in the outer objective of ppo-maml only"),
     ],
 )

@@ -128,6 +128,7 @@ class RLTrainConfig:
     best_window: int = 25  # also keep best.pt: the policy when the mean training return of the last this-many iterations was highest
     time_limit_s: float | None = None  # stop (after a checkpoint) once this session has run this many seconds
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    threads: int | None = None  # torch CPU threads (None: $METALEARN_EDU_THREADS, else 1); 2 lets one run use both cores
 
     def resolved_estimator(self) -> str:
         return AUTO_ESTIMATOR[self.algo] if self.estimator == "auto" else self.estimator
@@ -146,7 +147,7 @@ class RLTrainConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         counts = ["iterations", "meta_batch", "rollouts", "inner_steps", "ppo_epochs", "inner_epochs", "cg_iterations",
                   "max_backtracks", "log_every", "checkpoint_every", "best_window"]
-        for name in counts + (["horizon"] if self.horizon is not None else []):
+        for name in counts + [name for name in ("horizon", "threads") if getattr(self, name) is not None]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -339,7 +340,7 @@ def train_rl(
 ) -> RLTrainResult:
     """Meta-train a policy with ``config.algo`` on ``config.env``; resume from ``out_dir/checkpoint.pt`` if present."""
     config.validate()
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, threads=config.threads)
     seed_everything(config.seed)
     sampler = sampler if sampler is not None else make_sampler(config, device)
     policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
@@ -353,7 +354,7 @@ def train_rl(
         ckpt = out / "checkpoint.pt"
         if resume and ckpt.exists():
             _, saved, state = load_rl_checkpoint(ckpt, device)
-            ignore = {"iterations": 0, "checkpoint_every": 0, "time_limit_s": 0}
+            ignore = {"iterations": 0, "checkpoint_every": 0, "time_limit_s": 0, "threads": 0}
             if config.anneal_lr and saved.iterations != config.iterations:  # the schedule is fixed by the iteration count
                 raise ValueError(f"{out} holds an --anneal-lr run over iterations={saved.iterations}; resume it with the same "
                                  f"iterations (got {config.iterations}) or pass a new --out")
