@@ -100,13 +100,15 @@ def test_protocol_paper_pins_finn_et_al(env, horizon):
     assert again == protocol
     custom, steps = _protocol_of(["evaluate", env, "--rollouts", "5", "--steps", "0", "2"])
     assert (custom.rollouts, custom.steps, custom.test_tasks, custom.horizon, steps) == (5, 2, 40, None, [0, 2])
+    assert protocol.batch_steps is None and custom.batch_steps is None
+    assert _protocol_of(["evaluate", env, "--batch-steps", "4000"])[0].batch_steps == 4000
 
 
 def test_protocol_paper_rejects_conflicting_flags(capsys):
     assert main(["evaluate", "halfcheetah-vel", "--protocol", "paper", "--rollouts", "5", "--horizon", "20", "--baselines"]) == 2
     err = capsys.readouterr().err
     assert "--protocol paper" in err and "--rollouts 5 (paper: 20)" in err and "--horizon 20 (paper: 200)" in err
-    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"]):
+    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"]):
         assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", *extra]) == 2
         assert extra[0] in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -80,3 +80,43 @@ class EpisodeBatch:
     def episode_returns(self) -> Tensor:
         """Undiscounted return of each episode: (T, B)."""
         return (self.rewards * self.mask).sum(dim=0)
+
+    def episode_weights(self) -> Tensor:
+        """1.0 for each episode with at least one step, 0.0 for an episode masked out whole: (T, B)."""
+        return (self.mask.sum(dim=0) > 0).to(self.rewards.dtype)
+
+    def mean_over_episodes(self, values: Tensor) -> Tensor:
+        """Mean of per-episode ``values`` (T, B) over each task's episodes that happened: (T,)."""
+        weights = self.episode_weights()
+        return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+    def first_episodes_reaching(self, steps: int) -> "EpisodeBatch":
+        """Keep, per task, the first episodes whose lengths sum to at least ``steps``; mask the later ones out.
+
+        This is rllab's ``batch_size`` in environment steps with whole paths (Finn et al.'s test scripts):
+        episodes are taken in order until the count of steps reaches ``steps``, the last one whole. The
+        shapes stay (H, T, B); a task whose B episodes fall short keeps them all.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        lengths = self.mask.sum(dim=0)  # (T, B)
+        before = lengths.cumsum(dim=1) - lengths  # (T, B) steps of the episodes before this one
+        keep = (before < steps).to(self.mask.dtype).unsqueeze(0)  # (1, T, B)
+        return replace(self, rewards=self.rewards * keep, mask=self.mask * keep)
+
+
+def concat_episodes(batches: list[EpisodeBatch]) -> EpisodeBatch:
+    """The episodes of several batches of the same tasks and horizon, side by side: B = sum of their B."""
+    if not batches:
+        raise ValueError("batches must hold at least one EpisodeBatch")
+    first = batches[0]
+    for other in batches[1:]:
+        if other.rewards.shape[:2] != first.rewards.shape[:2] or len(other.tasks) != len(first.tasks):
+            raise ValueError(f"batches must share (H, T) = {tuple(first.rewards.shape[:2])}, got {tuple(other.rewards.shape[:2])}")
+
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(b, name) for b in batches], dim=2)
+
+    infos = {key: torch.cat([b.infos[key] for b in batches], dim=2) for key in first.infos if all(key in b.infos for b in batches)}
+    return EpisodeBatch(observations=cat("observations"), actions=cat("actions"), rewards=cat("rewards"), mask=cat("mask"),
+                        tasks=first.tasks, infos=infos)

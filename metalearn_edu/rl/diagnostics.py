@@ -71,7 +71,8 @@ def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, 
         with torch.no_grad():
             sigma = _sigma(policy, params, batch)
         rows.append(StepDiagnostics(
-            step=k, return_=float(returns.mean()), length=float(lengths.mean()), success=float(ended.mean()), sigma=sigma,
+            step=k, return_=float(batch.mean_over_episodes(returns).mean()), length=float(batch.mean_over_episodes(lengths).mean()),
+            success=float(batch.mean_over_episodes(ended).mean()), sigma=sigma,
             mean_return=float(mean_batch.episode_returns().mean()), mean_last_reward=float(last_reward.mean()),
         ))
     return rows

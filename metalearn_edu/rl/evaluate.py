@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from metalearn_edu.envs import resolve_env_id, short_name
 from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_TOLERANCE, goal_from_task
+from metalearn_edu.rl.batch import EpisodeBatch, concat_episodes
 from metalearn_edu.rl.maml_rl import InnerSpec
 from metalearn_edu.rl.train import RLTrainConfig, iteration_seed, load_rl_checkpoint, make_sampler
 
@@ -48,6 +49,7 @@ FINN_LOCOMOTION: dict[str, dict[str, Any]] = {
 }
 PAPER_HORIZONS = {"navigation2d": 100, **{name: 200 for name in FINN_LOCOMOTION}}  # H of Finn et al.'s protocol
 TEST_TASK_STREAM = 7357  # mixed into the test-task seed so test tasks never coincide with training tasks
+EXTRA_EPISODES_PHASE = 100  # seed streams 101, 102, ... of the episodes past the first B (with batch_steps)
 
 # two-sided 95% Student-t critical values t_{0.975, df}
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -83,9 +85,10 @@ class Protocol:
     horizon: int | None = None  # H (None: the env's own, 100 for navigation)
     task_seed: int = 0  # fixes the test tasks (the same for every checkpoint evaluated)
     seed: int = 0  # fixes the evaluation episodes
+    batch_steps: int | None = None  # if set: whole episodes per task until their lengths sum to this (rllab's batch_size), B at a time
 
     def __post_init__(self) -> None:
-        for name in ("test_tasks", "rollouts"):
+        for name in ("test_tasks", "rollouts") + (("batch_steps",) if self.batch_steps is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -141,8 +144,7 @@ def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: 
     params = {n: p.detach() for n, p in policy.parameters_dict().items()}
     per_task = False
     for k in range(protocol.steps + 1):
-        batch = sampler.sample(policy, tasks, protocol.rollouts, params=params if per_task else None,
-                               seed=iteration_seed(protocol.seed, k, 2))
+        batch = protocol_episodes(policy, sampler, protocol, tasks, params if per_task else None, k)
         yield k, (params if per_task else None), batch
         if k < protocol.steps:
             inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma)
@@ -150,9 +152,22 @@ def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: 
             per_task = True
 
 
+def protocol_episodes(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any], params: dict[str, Tensor] | None, k: int) -> EpisodeBatch:
+    """The episodes of step k: B per task; with ``protocol.batch_steps``, whole episodes per task until their
+    lengths sum to at least that many steps (Finn et al.'s test scripts: rllab's batch of 4000 steps),
+    sampled B at a time, the surplus masked out (:meth:`EpisodeBatch.first_episodes_reaching`)."""
+    chunks = [sampler.sample(policy, tasks, protocol.rollouts, params=params, seed=iteration_seed(protocol.seed, k, 2))]
+    if protocol.batch_steps is None:
+        return chunks[0]
+    while min(sum(c.mask.sum(dim=(0, 2)) for c in chunks).tolist()) < protocol.batch_steps:
+        chunks.append(sampler.sample(policy, tasks, protocol.rollouts, params=params,
+                                     seed=iteration_seed(protocol.seed, k, EXTRA_EPISODES_PHASE + len(chunks))))
+    return concat_episodes(chunks).first_episodes_reaching(protocol.batch_steps)
+
+
 def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Tensor:
     """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N)."""
-    returns = [batch.episode_returns().mean(dim=1).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks)]
+    returns = [batch.mean_over_episodes(batch.episode_returns()).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks)]
     return torch.stack(returns).double()  # (K + 1, N)
 
 
@@ -305,5 +320,5 @@ def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, 
 __all__ = [
     "Curve", "FINN_LOCOMOTION", "FINN_NAVIGATION", "ORACLES", "PAPER_HORIZONS", "Protocol", "adaptation_path", "adaptation_returns",
     "bandit_oracle_returns", "eval_config", "evaluate_checkpoints", "evaluate_oracle", "evaluate_random_init", "finn_reference",
-    "mean_ci95", "navigation_oracle_returns", "oracle_returns", "paper_protocol", "plot_adaptation", "t_critical", "test_tasks",
+    "mean_ci95", "navigation_oracle_returns", "oracle_returns", "paper_protocol", "plot_adaptation", "protocol_episodes", "t_critical", "test_tasks",
 ]
