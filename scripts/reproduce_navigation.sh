@@ -3,7 +3,8 @@
 # KL guard and an annealed outer step), MAML-VPG (3 seeds), MAML-TRPO and PPO-inner (seed 0), the pretrained multi-task
 # baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts per step, step size 0.1 then 0.05) on each
 # run's best.pt, with the random-initialisation baseline and the exact oracle, and again on the last checkpoints;
-# then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose).
+# then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose); last, every run adapted on
+# the 4000-step batches of Finn et al.'s released test script (evaluate --batch-steps 4000).
 # Every run has a fixed iteration count that fits in 15 minutes (5 for pretrain) on the 2-core CPU of RESULTS,
 # one training per core; MAML-TRPO's is the count its 15 minutes reached. A run is deterministic per
 # iteration, so the same counts give the same policies on any machine.
@@ -28,3 +29,7 @@ $cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2} "$out"/maml-vpg-seed{0,1,2} \
   "$out"/maml-trpo-seed0 "$out"/ppo-inner-seed0 --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --diagnose --out "$out/eval-diagnose"
+# the same checkpoints adapted on the batch of Finn et al.'s released test script (4000 env steps of whole episodes per step)
+$cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt \
+  "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines \
+  --pretrained "$out"/pretrain-seed0/best.pt --out "$out/eval-batch4000"
