@@ -85,7 +85,7 @@ def test_errors_name_the_argument(tmp_path, capsys):
 
 def _protocol_of(argv):
     from metalearn_edu.cli import build_parser
-    from metalearn_edu.rl.cli import evaluation_protocol
+    from metalearn_edu.rl.evaluate_cli import evaluation_protocol
 
     return evaluation_protocol(build_parser().parse_args(argv))
 
