@@ -111,6 +111,8 @@ def test_protocol_paper_rejects_conflicting_flags(capsys):
     for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"]):
         assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", *extra]) == 2
         assert extra[0] in capsys.readouterr().err
+    assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", "--batch-steps", "4000"]) == 2
+    assert "--batch-steps 4000 (paper: off)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "navigation2d", "--protocol", "finn"])
     assert "--protocol" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
               "step_sizes": list(paper.step_sizes), "horizon": paper.horizon, "batch_steps": None}
     given = {flag: getattr(args, dest) for flag, dest in _PROTOCOL_FLAGS.items() if getattr(args, dest) is not None}
     if getattr(args, "protocol", "custom") == "paper":
-        conflicts = [f"{flag} {_show(value)} (paper: {_show(wanted[_PROTOCOL_FLAGS[flag]])})" for flag, value in given.items()
+        conflicts = [f"{flag} {_show(value)} (paper: {_show(wanted[_PROTOCOL_FLAGS[flag]], flag)})" for flag, value in given.items()
                      if value != wanted[_PROTOCOL_FLAGS[flag]]]
         if conflicts:
             raise ValueError(f"--protocol paper pins Finn et al.'s protocol; drop {', '.join(conflicts)} or pass --protocol custom")
@@ -86,9 +86,9 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
     return protocol, steps
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "(the env's own)"
+def _show(value: Any, flag: str = "") -> str:
+    if value is None:  # an unset --horizon is the env's own; an unset --batch-steps means B episodes per step
+        return "off" if flag == "--batch-steps" else "(the env's own)"
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
