@@ -41,7 +41,10 @@ def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use --device cpu")
     if threads is None:
-        threads = int(os.environ.get("METALEARN_EDU_THREADS") or 1)
+        text = os.environ.get("METALEARN_EDU_THREADS") or "1"
+        if not text.strip().isdigit():
+            raise ValueError(f"METALEARN_EDU_THREADS must be a positive integer, got {text!r}")
+        threads = int(text)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if name == "cpu":

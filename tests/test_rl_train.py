@@ -234,3 +234,14 @@ def test_time_limit_stops_with_a_checkpoint_and_a_rerun_continues(tmp_path):
     result = train_rl(replace(TINY, time_limit_s=1e-9), tmp_path, progress=False)
     assert result.iterations_done == 1 and torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 1
     assert train_rl(TINY, tmp_path, progress=False).iterations_done == TINY.iterations
+
+
+@pytest.mark.parametrize("threads, env, message", [(0, None, "threads must be a positive integer, got 0"),
+                                                   (None, "two", "METALEARN_EDU_THREADS must be a positive integer, got 'two'")])
+def test_a_bad_thread_count_is_named(monkeypatch, threads, env, message):
+    from metalearn_edu.runtime import resolve_device
+
+    if env is not None:
+        monkeypatch.setenv("METALEARN_EDU_THREADS", env)
+    with pytest.raises(ValueError, match=message):
+        resolve_device("cpu", threads=threads)
