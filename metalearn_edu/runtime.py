@@ -42,7 +42,7 @@ def resolve_device(device: str | torch.device = "cpu", *, threads: int | None = 
         raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use --device cpu")
     if threads is None:
         text = os.environ.get("METALEARN_EDU_THREADS") or "1"
-        if not text.strip().isdigit():
+        if not text.strip().isdigit() or int(text) < 1:
             raise ValueError(f"METALEARN_EDU_THREADS must be a positive integer, got {text!r}")
         threads = int(text)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
