@@ -10,8 +10,8 @@ that really uses the mask gets right. When the answer is wrong it is compared wi
 usual mistakes produce (the mask forgotten, the sum running forwards in time, λ or γ dropped, the clip
 without the min, a flipped sign ...) and the mistake is named.
 
-The helpers :func:`call_student`, :func:`expect_tensor`, :func:`episode_mask` and :func:`diagnose` are
-shared with ``checks.rl_meta_gradients``. Inputs come from a private ``torch.Generator``: the global
+The helpers :func:`call_student`, :func:`expect_tensor`, :func:`episode_mask`, :func:`padded`, :func:`data_label`
+and :func:`diagnose` are shared with ``checks.rl_meta_gradients`` and ``checks.ppo_maml``. Inputs come from a private ``torch.Generator``: the global
 random state is never touched.
 """
 
@@ -33,9 +33,11 @@ __all__ = [
     "check_discounted_returns",
     "check_gae",
     "check_ppo_clip_loss",
+    "data_label",
     "diagnose",
     "episode_mask",
     "expect_tensor",
+    "padded",
 ]
 
 ATOL, RTOL = 1e-9, 1e-7  # the inputs are float64
@@ -99,12 +101,14 @@ def episode_mask(generator: torch.Generator, horizon: int, batch: Sequence[int])
     return (steps < lengths.unsqueeze(0)).to(torch.float64).reshape(horizon, *batch)
 
 
-def _padded(values: Tensor, mask: Tensor, padding: str, generator: torch.Generator, offset: float) -> Tensor:
-    """``values`` on valid steps; zeros (as the sampler writes) or nonzero numbers on padded steps."""
+def padded(values: Tensor, mask: Tensor, padding: str, generator: torch.Generator, offset: float) -> Tensor:
+    """``values`` on valid steps; zeros (as the sampler writes) or nonzero numbers ``offset + U[0, 1)`` on padded
+    steps. ``mask`` is (T, B) and broadcasts over the trailing dims of ``values``, e.g. (T, B, act_dim)."""
+    keep = mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim())) > 0
     if padding == "zeros":
-        return values * mask
+        return torch.where(keep, values, torch.zeros_like(values))
     garbage = offset + torch.rand(values.shape, generator=generator, dtype=values.dtype)
-    return torch.where(mask > 0, values, garbage)
+    return torch.where(keep, values, garbage)
 
 
 def _rollout(seed: int, horizon: int, batch: Sequence[int], padding: str) -> dict[str, Tensor]:
@@ -118,15 +122,16 @@ def _rollout(seed: int, horizon: int, batch: Sequence[int], padding: str) -> dic
     advantages = torch.randn(shape, generator=generator, dtype=torch.float64)
     return {
         "mask": mask,
-        "rewards": _padded(rewards, mask, padding, generator, 2.0),
-        "values": _padded(values, mask, padding, generator, -3.0),
-        "old_log_probs": _padded(old_log_probs, mask, padding, generator, -2.0),
-        "log_probs": _padded(log_probs, mask, padding, generator, 1.0),
-        "advantages": _padded(advantages, mask, padding, generator, 4.0),
+        "rewards": padded(rewards, mask, padding, generator, 2.0),
+        "values": padded(values, mask, padding, generator, -3.0),
+        "old_log_probs": padded(old_log_probs, mask, padding, generator, -2.0),
+        "log_probs": padded(log_probs, mask, padding, generator, 1.0),
+        "advantages": padded(advantages, mask, padding, generator, 4.0),
     }
 
 
-def _data_label(padding: str) -> str:
+def data_label(padding: str) -> str:
+    """How the feedback names the data a check ran on: padded with zeros, as the sampler does, or with garbage."""
     return "sampler-like data (zeros after each episode's end)" if padding == "zeros" else (
         "data with nonzero numbers after each episode's end")
 
@@ -174,7 +179,7 @@ def check_discounted_returns(discounted_returns: Callable[..., Tensor], *, seed:
         rewards, mask = data["rewards"], data["mask"]
         given = (rewards.clone(), mask.clone())
         out = call_student(discounted_returns, "discounted_returns", given[0], given[1], gamma)
-        label = f"discounted_returns(..., gamma={gamma}) on {_data_label(padding)}"
+        label = f"discounted_returns(..., gamma={gamma}) on {data_label(padding)}"
         expect_tensor(label, out, rewards)
         if not (torch.equal(given[0], rewards) and torch.equal(given[1], mask)):
             raise CheckFailed("rewards and mask after the call", expected="unchanged", got="modified in place", hint=HINT_IN_PLACE)
@@ -240,7 +245,7 @@ def check_gae(gae: Callable[..., Tensor], *, seed: int = 0, gamma: float = 0.95,
         rewards, values, mask = data["rewards"], data["values"], data["mask"]
         given = (rewards.clone(), values.clone(), mask.clone())
         out = call_student(gae, "gae", *given, gamma, lam)
-        label = f"gae(..., gamma={gamma}, lam={lam}) on {_data_label(padding)}"
+        label = f"gae(..., gamma={gamma}, lam={lam}) on {data_label(padding)}"
         expect_tensor(label, out, rewards)
         if not all(torch.equal(a, b) for a, b in zip(given, (rewards, values, mask))):
             raise CheckFailed("rewards, values and mask after the call", expected="unchanged", got="modified in place",
@@ -332,7 +337,7 @@ def check_ppo_clip_loss(ppo_clip_loss: Callable[..., Tensor], *, seed: int = 0, 
         old_log_probs = data["old_log_probs"].clone().requires_grad_(True)
         advantages = data["advantages"].clone().requires_grad_(True)
         out = call_student(ppo_clip_loss, "ppo_clip_loss", log_probs, old_log_probs, advantages, mask.clone(), clip)
-        label = f"ppo_clip_loss(..., clip={clip}) on {_data_label(padding)}"
+        label = f"ppo_clip_loss(..., clip={clip}) on {data_label(padding)}"
         expected_shape = mask.sum(0).mean(-1)
         expect_tensor(label, out, expected_shape,
                       hint="one loss per task: sum over time (dim 0), then mean over episodes (the last dim): "

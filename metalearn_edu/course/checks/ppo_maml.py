@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
-from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_student, clipped_terms, diagnose, episode_mask,
-                                                          expect_tensor)
+from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_student, clipped_terms, data_label, diagnose,
+                                                          episode_mask, expect_tensor, padded)
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.rl.objectives import kl_divergence
 from metalearn_edu.rl.ppo_maml import adapt_kl_coef, clipped_objective
@@ -43,20 +43,6 @@ HINT_MASK = (
     "padded steps (mask 0) were counted: the KL and the surrogate are averaged over the VALID steps only, "
     "Σ mask·x / Σ mask, so the numbers after an episode's end must not enter the sum, nor the count"
 )
-
-
-def _data_label(padding: str) -> str:
-    return "sampler-like data (zeros after each episode's end)" if padding == "zeros" else (
-        "data with nonzero numbers after each episode's end")
-
-
-def _padded(values: Tensor, mask: Tensor, padding: str, generator: torch.Generator, offset: float) -> Tensor:
-    """``values`` on valid steps; zeros or nonzero numbers on padded steps (``mask`` broadcast over trailing dims)."""
-    keep = mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim())) > 0
-    if padding == "zeros":
-        return torch.where(keep, values, torch.zeros_like(values))
-    garbage = offset + torch.rand(values.shape, generator=generator, dtype=values.dtype)
-    return torch.where(keep, values, garbage)
 
 
 def _masked_step_mean(per_step: Tensor, mask: Tensor) -> Tensor:
@@ -88,10 +74,10 @@ def _gaussian_data(seed: int, horizon: int, batch: Sequence[int], act_dim: int, 
     new_log_std = old_log_std + 0.3 * randn()
     return {
         "mask": mask,
-        "old_mean": _padded(old_mean, mask, padding, generator, 2.0),
-        "old_log_std": _padded(old_log_std, mask, padding, generator, 1.0),
-        "new_mean": _padded(new_mean, mask, padding, generator, -3.0),
-        "new_log_std": _padded(new_log_std, mask, padding, generator, -1.5),
+        "old_mean": padded(old_mean, mask, padding, generator, 2.0),
+        "old_log_std": padded(old_log_std, mask, padding, generator, 1.0),
+        "new_mean": padded(new_mean, mask, padding, generator, -3.0),
+        "new_log_std": padded(new_log_std, mask, padding, generator, -1.5),
     }
 
 
@@ -201,7 +187,7 @@ def check_gaussian_kl(gaussian_kl: Callable[..., Tensor], *, seed: int = 0, hori
         mask = data["mask"]
         out = call_student(gaussian_kl, "gaussian_kl", leaves["old_mean"], leaves["old_log_std"], leaves["new_mean"],
                            leaves["new_log_std"], mask.clone())
-        label = f"gaussian_kl (act_dim={act_dim}) on {_data_label(padding)}"
+        label = f"gaussian_kl (act_dim={act_dim}) on {data_label(padding)}"
         reference = _library_kl({**leaves, "mask": mask})
         expect_tensor(label, out, reference,
                       hint="one KL per task: sum over the action dims (last), then the mean over the valid steps of time "
@@ -241,9 +227,9 @@ def _objective_data(seed: int, horizon: int, batch: Sequence[int], padding: str)
     kl = 0.02 + 0.08 * torch.rand(shape[1:-1], generator=generator, dtype=torch.float64)  # (T,)
     return {
         "mask": mask,
-        "log_probs": _padded(log_probs, mask, padding, generator, 1.0),
-        "old_log_probs": _padded(old_log_probs, mask, padding, generator, -2.0),
-        "advantages": _padded(advantages, mask, padding, generator, 4.0),
+        "log_probs": padded(log_probs, mask, padding, generator, 1.0),
+        "old_log_probs": padded(old_log_probs, mask, padding, generator, -2.0),
+        "advantages": padded(advantages, mask, padding, generator, 4.0),
         "kl": kl,
     }
 
@@ -365,7 +351,7 @@ def check_promp_objective(promp_objective: Callable[..., Tensor], *, seed: int =
         leaves = {k: data[k].clone().requires_grad_(True) for k in ("log_probs", "old_log_probs", "advantages", "kl")}
         out = call_student(promp_objective, "promp_objective", leaves["log_probs"], leaves["old_log_probs"],
                            leaves["advantages"], mask.clone(), leaves["kl"], clip, kl_coef)
-        label = f"promp_objective(..., clip={clip}, kl_coef={kl_coef}) on {_data_label(padding)}"
+        label = f"promp_objective(..., clip={clip}, kl_coef={kl_coef}) on {data_label(padding)}"
         reference = clipped_objective(leaves["log_probs"], leaves["old_log_probs"].detach(), leaves["advantages"].detach(),
                                       mask, clip) - kl_coef * leaves["kl"].mean()
         expect_tensor(label, out, reference,
