@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metalearn_edu.course.checks.objective import HINT_OWN_PARAMS, call_student, diagnose
+from metalearn_edu.course.checks.diagnosis import call_student, diagnose
+from metalearn_edu.course.checks.objective import HINT_OWN_PARAMS
 from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, expect_true, passed
 from metalearn_edu.evaluate import adaptation_curves
 from metalearn_edu.functional import Params, make_mlp, params_of

@@ -12,10 +12,8 @@ transitions and with the gymnasium env's own reward after one step from a hand-s
 ``check_sample_velocity_tasks`` checks the structure, the range, the distribution and that every draw
 comes from the generator it is given (reproducible, independent of NumPy's global state), and says
 whether the draws equal the library's :func:`~metalearn_edu.envs.locomotion.sample_tasks` one for one;
-``check_adaptation_curve`` runs the student's function on a tiny fake problem whose ``sample`` and
-``adapt`` record every call, so it can name what went wrong: the pre-update batch reused for every step,
-a constant step size, adaptation restarted from θ at every step, a policy re-initialised or carried over
-from the previous task, the episodes of all tasks pooled, an off-by-one in the steps;
+``check_adaptation_curve`` (in ``checks.locomotion_protocol``, re-exported here) runs the student's function
+on a tiny fake problem that records every call, so it can name which part of the protocol went wrong;
 ``check_mean_ci95`` compares with :func:`metalearn_edu.rl.evaluate.mean_ci95`. When an answer is wrong,
 it is compared with what the usual mistakes give, and the mistake is named. A blank answer's
 ``NotImplementedError`` propagates unchanged. Every check runs in well under a second (the reward check
@@ -30,9 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from metalearn_edu.course.checks.diagnosis import HINT_NONE, as_checked_array, diagnose_array, plural, show_numbers
+from metalearn_edu.course.checks.locomotion_protocol import (FakeAdaptationProblem, check_adaptation_curve, protocol_step_size,
+                                                             reference_adaptation_curve)
 from metalearn_edu.course.checks.policy_gradients import call_student
 from metalearn_edu.course.checks.start import preserved_global_rng
 from metalearn_edu.course.feedback import CheckFailed, expect_close, passed
@@ -47,51 +47,10 @@ __all__ = [
     "check_velocity_reward",
     "FakeAdaptationProblem",
     "protocol_step_size",
+    "reference_adaptation_curve",
 ]
 
 VELOCITY = get_family("HalfCheetahVel")
-ATOL, RTOL = 1e-9, 1e-7
-HINT_NONE = "the function returns nothing: end it with `return ...`"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _steps(k: int) -> str:
-    return _count(k, "step")
-
-
-def _as_array(name: str, got: Any, shape: tuple[int, ...], hint: str) -> np.ndarray:
-    """``got`` (array, tensor, list or number) as a float64 array of ``shape``, or a CheckFailed."""
-    if got is None:
-        raise CheckFailed(name, expected=f"an array of shape {shape}", got="None", hint=HINT_NONE)
-    try:
-        value = got.detach().cpu().double().numpy() if isinstance(got, Tensor) else np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CheckFailed(name, expected=f"numbers, shape {shape}", got=f"a {type(got).__name__}", hint=hint) from None
-    if value.shape != shape:
-        raise CheckFailed(name, expected=f"shape {shape}", got=f"shape {value.shape}", hint=hint)
-    return value
-
-
-def _numbers(values: np.ndarray, count: int = 4) -> str:
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    head = ", ".join(f"{v:.5g}" for v in flat[:count])
-    return f"[{head}{', ...' if flat.size > count else ''}]"
-
-
-def _diagnose(name: str, got: np.ndarray, reference: np.ndarray, mistakes: Sequence[tuple[np.ndarray, str]], *,
-              atol: float = ATOL, rtol: float = RTOL, hint: str) -> None:
-    """Pass if ``got`` matches ``reference``; else name the first known mistake it matches, else show the numbers."""
-    if np.allclose(got, reference, atol=atol, rtol=rtol):
-        return
-    for wrong, explanation in mistakes:
-        wrong = np.asarray(wrong, dtype=np.float64)
-        if wrong.shape == got.shape and np.allclose(got, wrong, atol=atol, rtol=rtol):
-            raise CheckFailed(name, expected=_numbers(reference), got=f"{_numbers(got)}, what a common mistake gives", hint=explanation)
-    expect_close(name, got, reference, atol=atol, rtol=rtol, hint=hint)
-
 
 # ----------------------------------------------------------------------------------------------
 # Q1: the reward of the goal-velocity family
@@ -173,18 +132,18 @@ def check_velocity_reward(velocity_reward: Callable[..., Any], *, seed: int = 0,
         given = (v.copy(), a.copy(), np.array(goal, copy=True) if isinstance(goal, np.ndarray) else goal)
         out = call_student(velocity_reward, "velocity_reward", *given, ctrl_cost_weight)
         name = f"velocity_reward(...) with ctrl_cost_weight={ctrl_cost_weight}, {label}"
-        got = _as_array(name, out, (transitions,), HINT_REWARD_SHAPE)
+        got = as_checked_array(name, out, (transitions,), HINT_REWARD_SHAPE)
         if not (np.array_equal(given[0], v) and np.array_equal(given[1], a)):
             raise CheckFailed("x_velocity and action after the call", expected="unchanged", got="modified in place",
                               hint="compute new arrays (np.abs(v - goal), a**2 ...); do not write into the inputs")
         g = np.broadcast_to(np.asarray(goal, dtype=np.float64), v.shape)
-        _diagnose(name, got, _reference_reward(v, a, g, ctrl_cost_weight), _reward_mistakes(v, a, g, ctrl_cost_weight), hint=HINT_REWARD)
+        diagnose_array(name, got, _reference_reward(v, a, g, ctrl_cost_weight), _reward_mistakes(v, a, g, ctrl_cost_weight), hint=HINT_REWARD)
 
     goal = 1.25
     x_velocity, action, env_reward, weight = _env_step_from_hand_set_state(goal, seed)
     out = call_student(velocity_reward, "velocity_reward", np.array([x_velocity]), action[None].copy(), np.array([goal]), weight)
     name = f"velocity_reward on one step of the HalfCheetahVel env from a hand-set state (v = {x_velocity:.3f}, v* = {goal})"
-    got = _as_array(name, out, (1,), HINT_REWARD_SHAPE)
+    got = as_checked_array(name, out, (1,), HINT_REWARD_SHAPE)
     expect_close(name + " against the env's own reward", got, np.array([env_reward]), atol=1e-9, rtol=1e-9, hint=HINT_REWARD)
     passed(f"velocity_reward (ctrl_cost_weight={ctrl_cost_weight}) matches task_reward and the env's reward on a hand-set state")
 
@@ -257,7 +216,7 @@ def check_sample_velocity_tasks(sample_velocity_tasks: Callable[..., Any], *, se
     _expect_in_range(label, first, low, high)
     if not np.array_equal(first, again):
         raise CheckFailed(f"{label}: twice with np.random.default_rng({seed})", expected="the same tasks twice",
-                          got=f"{_numbers(first)} then {_numbers(again)}",
+                          got=f"{show_numbers(first)} then {show_numbers(again)}",
                           hint="draw from the rng argument only (rng.uniform), not from np.random.* (NumPy's global state) "
                                "or another unseeded source: the same generator state must give the same tasks")
     if np.array_equal(first, other):
@@ -267,7 +226,7 @@ def check_sample_velocity_tasks(sample_velocity_tasks: Callable[..., Any], *, se
         raise CheckFailed(f"{label}: the {n} goals", expected="n independent draws", got=f"{n} times {first[0]:.4g}",
                           hint="draw n values (size=n), one per task, instead of one value repeated")
     if high - low > 1.0 and np.all(first == np.round(first)):
-        raise CheckFailed(f"{label}: the goals", expected="continuous goal velocities", got=f"whole numbers {_numbers(first)}",
+        raise CheckFailed(f"{label}: the goals", expected="continuous goal velocities", got=f"whole numbers {show_numbers(first)}",
                           hint="rng.integers draws whole numbers; the goal velocity is continuous: rng.uniform(low, high, size=n)")
     _expect_in_range(f"sample_velocity_tasks(20000, rng, low={low}, high={high})", wide, low, high)
     quarters = np.histogram(wide, bins=4, range=(low, high))[0] / wide.size
@@ -278,254 +237,8 @@ def check_sample_velocity_tasks(sample_velocity_tasks: Callable[..., Any], *, se
                                "sum of uniforms")
     library = sample_tasks(VELOCITY, make_config(VELOCITY, velocity_range=(low, high)), n, np.random.default_rng(seed))
     same = np.allclose(first, [t["velocity"] for t in library], atol=1e-12, rtol=0)
-    passed(f"sample_velocity_tasks: {_count(n, 'uniform goal')} in [{low}, {high}] from rng"
+    passed(f"sample_velocity_tasks: {plural(n, 'uniform goal')} in [{low}, {high}] from rng"
            + (", draw for draw the library's sample_tasks" if same else " (valid, though not the library's draw order)"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Q3: Finn et al.'s evaluation protocol
-
-
-def protocol_step_size(k: int, step_sizes: Sequence[float]) -> float:
-    """α_k of the protocol: ``step_sizes[k]`` while there is one, then the last entry for every later step."""
-    return float(step_sizes[min(k, len(step_sizes) - 1)])
-
-
-class _FakeBatch:
-    """What :class:`FakeAdaptationProblem` samples: the episode returns of one task, and where they came from."""
-
-    def __init__(self, serial: int, task_id: int, step: int, params: dict[str, Tensor], returns: Tensor) -> None:
-        self.serial, self.task_id, self.step, self.params, self._returns = serial, task_id, step, params, returns
-
-    def episode_returns(self) -> Tensor:
-        """(1, B): one row (one task), B episodes, like ``EpisodeBatch.episode_returns`` with T = 1."""
-        return self._returns.clone().unsqueeze(0)
-
-    def __repr__(self) -> str:
-        return f"<batch #{self.serial}: task {self.task_id}, step {self.step}>"
-
-
-class FakeAdaptationProblem:
-    """A tiny stand-in for "sample episodes" and "one policy-gradient step" that records every call.
-
-    Parameters are ``{"w": (dim,)}`` float64; task i has a goal g_i and its own number of episodes B_i.
-    ``sample(params, task, k)`` returns B_i episode returns −‖w − g_i‖² + noise, the noise a deterministic
-    function of (task, k, episode) (so "fresh episodes" differ from step to step); ``adapt(params, batch, lr)``
-    moves w towards g_i: w + lr · (2 (g_i − w_batch) + noise_batch), with w_batch the parameters the batch was
-    sampled with. Both are cheap, so a whole evaluation runs in milliseconds.
-    """
-
-    def __init__(self, seed: int = 0, num_tasks: int = 3, dim: int = 2) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.dim = dim
-        self.meta_params = {"w": torch.randn(dim, generator=generator, dtype=torch.float64)}
-        goals = 2.0 * torch.randn(num_tasks, dim, generator=generator, dtype=torch.float64)
-        episodes = [2 + (3 * i) % 5 for i in range(num_tasks)]  # different numbers of episodes per task
-        self.tasks = [{"task_id": i, "goal": goals[i].clone(), "episodes": episodes[i]} for i in range(num_tasks)]
-        self._goals = goals
-        self._seed = seed
-        self.samples: list[_FakeBatch] = []
-        self.adapts: list[dict[str, Any]] = []
-
-    def _noise(self, *key: int, size: int) -> Tensor:
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self._seed, *key]).generate_state(1)[0]))
-        return torch.randn(size, generator=generator, dtype=torch.float64)
-
-    def _task_id(self, task: Any) -> int:
-        if not isinstance(task, Mapping) or "task_id" not in task:
-            raise CheckFailed("the task passed to sample", expected="one of the tasks you were given", got=repr(task)[:80],
-                              hint="call sample(params, task, k) with one task of the tasks list (a dict), not the list itself")
-        return int(task["task_id"])
-
-    def _check_params(self, params: Any, what: str) -> dict[str, Tensor]:
-        w = params.get("w") if isinstance(params, Mapping) else None
-        if set(params if isinstance(params, Mapping) else ()) != {"w"} or not isinstance(w, Tensor) or w.shape != (self.dim,):
-            raise CheckFailed(what, expected="a parameter dict like meta_params ({'w': tensor of shape "
-                              f"({self.dim},)}})", got=repr(params)[:100],
-                              hint="pass parameter dicts as they are: meta_params to start with, then what adapt returned")
-        return {"w": params["w"].detach().clone()}
-
-    def sample(self, params: Mapping[str, Tensor], task: Mapping[str, Any], k: int) -> _FakeBatch:
-        """Fresh episodes of the policy at ``params`` on ``task``; ``k`` = adaptation steps taken so far."""
-        task_id = self._task_id(task)
-        params = self._check_params(params, "the params passed to sample")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise CheckFailed("the step index k passed to sample", expected="0, 1, ..., steps", got=repr(k)[:40],
-                              hint="pass k, the number of adaptation steps taken so far, as an int")
-        count = self.tasks[task_id]["episodes"]
-        distance = float(((params["w"] - self._goals[task_id]) ** 2).sum())
-        returns = -distance + 0.3 * self._noise(task_id, int(k), 1, size=count)
-        batch = _FakeBatch(len(self.samples), task_id, int(k), params, returns)
-        self.samples.append(batch)
-        return batch
-
-    def adapt(self, params: Mapping[str, Tensor], batch: _FakeBatch, lr: float) -> dict[str, Tensor]:
-        """One step: w + lr · (2 (g − w_batch) + noise of the batch); returns new parameters."""
-        params = self._check_params(params, "the params passed to adapt")
-        if not isinstance(batch, _FakeBatch):
-            raise CheckFailed("the batch passed to adapt", expected="a batch returned by sample", got=f"a {type(batch).__name__}",
-                              hint="adapt(params, batch, lr) takes the batch that sample returned, as it is")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not lr > 0:
-            raise CheckFailed("the lr passed to adapt", expected="a positive step size", got=repr(lr)[:40],
-                              hint="lr is the step size α_k of this step (a float)")
-        direction = 2.0 * (self._goals[batch.task_id] - batch.params["w"]) + 0.2 * self._noise(batch.task_id, batch.step, 2, size=self.dim)
-        new = {"w": params["w"] + float(lr) * direction}
-        self.adapts.append({"params": params, "batch": batch, "lr": float(lr), "out": {"w": new["w"].clone()}})
-        return new
-
-
-def reference_adaptation_curve(sample: Callable[..., Any], adapt: Callable[..., Any], meta_params: Mapping[str, Tensor],
-                               tasks: Sequence[Any], steps: int = 3, step_sizes: Sequence[float] = (0.1, 0.05)) -> list[float]:
-    """The protocol, as the check expects it (one task at a time)."""
-    per_task = []
-    for task in tasks:
-        params, row = dict(meta_params), []
-        for k in range(steps + 1):
-            batch = sample(params, task, k)
-            row.append(float(batch.episode_returns().mean()))
-            if k < steps:
-                params = adapt(params, batch, protocol_step_size(k, step_sizes))
-        per_task.append(row)
-    return np.asarray(per_task).mean(axis=0).tolist()
-
-
-HINT_PROTOCOL = ("for each task: params = meta_params; for k in 0..steps: batch = sample(params, task, k); record the mean "
-                 "of batch.episode_returns(); if k < steps: params = adapt(params, batch, α_k). Then average the "
-                 "per-task records over the tasks")
-
-
-def _same(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
-    return torch.allclose(a["w"], b["w"], atol=1e-12, rtol=0)
-
-
-def _check_trace(problem: FakeAdaptationProblem, steps: int, step_sizes: Sequence[float], label: str) -> None:
-    """Walk each task's recorded calls and name the first departure from the protocol."""
-    meta = problem.meta_params
-    finals: dict[int, dict[str, Tensor]] = {}
-    for task in problem.tasks:
-        tid = task["task_id"]
-        samples = [b for b in problem.samples if b.task_id == tid]
-        adapts = [c for c in problem.adapts if c["batch"].task_id == tid]
-        where = f"{label}, task {tid}"
-        if not samples:
-            raise CheckFailed(f"{where}: calls of sample", expected=f"{steps + 1} (after 0..{steps} steps)", got="none",
-                              hint="evaluate every test task: loop over all the tasks you are given")
-        first = samples[0]
-        if not _same(first.params, meta):
-            carried = next((other for other_id, other in finals.items() if _same(first.params, other)), None)
-            if carried is not None:
-                hint = ("the adaptation of the previous task was carried over: every task starts again from the "
-                        "meta-parameters (params = meta_params at the start of each task)")
-            else:
-                hint = ("adaptation must start from the meta-parameters θ (meta_params), never from a re-initialised or "
-                        "otherwise new policy: meta-learning is about where adaptation starts")
-            raise CheckFailed(f"{where}: parameters of the first episodes", expected="meta_params",
-                              got=f"w = {_numbers(first.params['w'].numpy())} (meta_params has w = {_numbers(meta['w'].numpy())})",
-                              hint=hint)
-        if steps > 0 and adapts and all(c["batch"] is first for c in adapts) and len(adapts) > 1:
-            raise CheckFailed(f"{where}: the batches given to adapt", expected="the fresh batch of each step",
-                              got=f"the pre-update batch (step 0) for all {len(adapts)} steps",
-                              hint="the protocol samples FRESH episodes with the current parameters before every step and "
-                                   "adapts on those: reusing the pre-update batch is several steps on one batch, not "
-                                   "Finn et al.'s protocol")
-        if len(adapts) < steps:
-            raise CheckFailed(f"{where}: calls of adapt", expected=f"{steps} (one per step)", got=str(len(adapts)),
-                              hint=f"take {steps} adaptation steps per task: adapt after each measurement except the last")
-        if len(samples) != steps + 1:
-            raise CheckFailed(f"{where}: calls of sample", expected=f"{steps + 1} (after 0, 1, ..., {steps} steps)", got=str(len(samples)),
-                              hint="sample once before adaptation and once after each step: steps + 1 batches per task")
-        for k in range(steps + 1):
-            batch = samples[k]
-            if batch.step != k:
-                raise CheckFailed(f"{where}: the k passed to sample for its batch number {k}", expected=str(k), got=str(batch.step),
-                                  hint="pass k, the number of steps taken so far, so that each step gets fresh episodes")
-            if k == steps:
-                break
-            call = adapts[k]
-            if call["batch"] is not batch:
-                reused = call["batch"] is first
-                raise CheckFailed(f"{where}: the batch of adaptation step {k + 1}",
-                                  expected=f"the episodes sampled after {_steps(k)}",
-                                  got="the pre-update batch (step 0)" if reused else repr(call["batch"]),
-                                  hint=("the protocol samples FRESH episodes with the current parameters before every step and "
-                                        "adapts on those; reusing the pre-update batch is not Finn et al.'s protocol") if reused else
-                                  "adapt on the batch just sampled with the current parameters")
-            if not _same(call["params"], batch.params):
-                restarted = k > 0 and _same(call["params"], meta)
-                raise CheckFailed(f"{where}: the parameters adaptation step {k + 1} starts from",
-                                  expected=f"the parameters after {_steps(k)}",
-                                  got="meta_params" if restarted else "other parameters",
-                                  hint=("adaptation was restarted from θ at every step, so k steps were never taken: each step "
-                                        "continues from the previous step's result, params = adapt(params, batch, α_k)")
-                                  if restarted else "each step continues from the previous result: params = adapt(params, batch, α_k)")
-            want = protocol_step_size(k, step_sizes)
-            if not math.isclose(call["lr"], want, rel_tol=1e-12):
-                lrs = [c["lr"] for c in adapts[:steps]]
-                if len(set(lrs)) == 1:
-                    hint = (f"the step size was {lrs[0]} for every step: the protocol uses {step_sizes[0]} for the first step "
-                            f"and {step_sizes[-1]} for every later one")
-                else:
-                    hint = ("α_k = step_sizes[k] while k < len(step_sizes), then the last entry: "
-                            "step_sizes[min(k, len(step_sizes) - 1)]")
-                raise CheckFailed(f"{where}: step size of adaptation step {k + 1}", expected=f"{want}", got=f"{call['lr']}",
-                                  hint=hint)
-            if not _same(samples[k + 1].params, call["out"]):
-                raise CheckFailed(f"{where}: parameters of the episodes after {_steps(k + 1)}", expected="what adapt returned",
-                                  got="other parameters", hint="sample the next batch with the adapted parameters")
-        finals[tid] = samples[-1].params
-
-
-def check_adaptation_curve(adaptation_curve: Callable[..., Any], *, seed: int = 0, steps: int = 3,
-                           step_sizes: Sequence[float] = (0.1, 0.05), num_tasks: int = 3) -> None:
-    """``adaptation_curve(sample, adapt, meta_params, tasks, steps, step_sizes)``: mean return after 0..steps steps.
-
-    Run on :class:`FakeAdaptationProblem` (tasks with different numbers of episodes); every call of
-    ``sample`` and ``adapt`` is recorded and compared with the protocol, then the numbers with the mean
-    over tasks of each task's mean episode return.
-    """
-    step_sizes = tuple(float(a) for a in step_sizes)
-    label = f"adaptation_curve(..., steps={steps}, step_sizes={step_sizes}) on {num_tasks} fake tasks"
-    problem = FakeAdaptationProblem(seed, num_tasks)
-    meta_copy = {"w": problem.meta_params["w"].clone()}
-    tasks = [dict(t) for t in problem.tasks]
-    out = call_student(adaptation_curve, "adaptation_curve", problem.sample, problem.adapt, meta_copy, tasks, steps, step_sizes)
-    if not torch.equal(meta_copy["w"], problem.meta_params["w"]):
-        raise CheckFailed("meta_params after the call", expected="unchanged", got="modified in place",
-                          hint="the meta-parameters are shared by every task: never write into them; adapt returns new parameters")
-    if out is None:
-        raise CheckFailed(label, expected=f"{steps + 1} numbers", got="None", hint="return the list of mean returns")
-    try:
-        length = len(out)
-    except TypeError:
-        length = None
-    if length != steps + 1:
-        got = f"{length} numbers" if length is not None else f"a {type(out).__name__}"
-        hint = (f"return one number per number of steps, 0, 1, ..., {steps}: {steps + 1} in all (the first is before "
-                "any adaptation)") if length in (steps, steps + 2) else (
-            f"return a list of {steps + 1} floats: the mean over tasks after 0, 1, ..., {steps} steps")
-        raise CheckFailed(label, expected=f"{steps + 1} numbers (after 0, 1, ..., {steps} steps)", got=got, hint=hint)
-    got = _as_array(label, out, (steps + 1,), f"return a list of {steps + 1} floats")
-    _check_trace(problem, steps, step_sizes, label)
-
-    per_task = np.array([[float(b.episode_returns().mean()) for b in problem.samples if b.task_id == t["task_id"]]
-                         for t in problem.tasks])  # (N, K + 1)
-    pooled = np.array([np.concatenate([b._returns.numpy() for b in problem.samples if b.step == k]).mean() for k in range(steps + 1)])
-    reference = per_task.mean(axis=0)
-    mistakes = [
-        (pooled, "the episodes of all tasks were pooled: a task with more episodes then counts more. Average each task's "
-                 "episodes first, then take the mean over tasks (every test task weighs the same)"),
-        (per_task.sum(axis=0), "this is the sum over tasks: take the mean over tasks"),
-        (per_task[-1], "this is the last task's curve alone: average the per-task curves over all tasks"),
-        (per_task[0], "this is the first task's curve alone: average the per-task curves over all tasks"),
-        (np.median(per_task, axis=0), "this is the median over tasks: the protocol reports the mean"),
-    ]
-    # float32 answers (torch.tensor of Python floats) are fine: the mistakes differ by far more
-    _diagnose(label, got, reference, mistakes, atol=1e-6, rtol=1e-6, hint=HINT_PROTOCOL)
-    fresh = FakeAdaptationProblem(seed, num_tasks)
-    expected = reference_adaptation_curve(fresh.sample, fresh.adapt, fresh.meta_params, fresh.tasks, steps, step_sizes)
-    expect_close(label + " against the protocol", got, np.asarray(expected), atol=1e-6, rtol=1e-6, hint=HINT_PROTOCOL)
-    passed(f"adaptation_curve follows the protocol for {_count(steps, 'step')} on {_count(num_tasks, 'task')}: from θ for every "
-           f"task, fresh episodes before every step, step sizes {step_sizes}, mean over tasks")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,12 +288,12 @@ def check_mean_ci95(mean_ci95: Callable[..., Any], *, seed: int = 0, sizes: Sequ
                 raise CheckFailed(label, expected="a pair (mean, half_width)", got=f"a {type(out).__name__}"
                                   + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""),
                                   hint="return mean, half_width (two floats)")
-            got = _as_array(label, [float(np.asarray(v)) if np.ndim(v) == 0 else np.nan for v in out], (2,),
+            got = as_checked_array(label, [float(np.asarray(v)) if np.ndim(v) == 0 else np.nan for v in out], (2,),
                             "return two floats")
             reference = np.asarray(reference_mean_ci95(x.tolist()))
             if n == 1 and not np.allclose(got, reference, atol=1e-9, rtol=1e-9):
                 raise CheckFailed(label, expected=f"({x[0]:.6g}, 0.0)", got=f"({got[0]:.6g}, {got[1]:.6g})",
                                   hint="one value says nothing about the spread: return (that value, 0.0), as the library does "
                                        "(x.std(ddof=1) of one value is NaN)")
-            _diagnose(label, got, reference, _ci_mistakes(x), atol=1e-9, rtol=1e-9, hint=HINT_CI)
+            diagnose_array(label, got, reference, _ci_mistakes(x), atol=1e-9, rtol=1e-9, hint=HINT_CI)
     passed(f"mean_ci95 matches the library's Student-t interval for n = {', '.join(map(str, (*sizes, 1)))}")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, passed
+from metalearn_edu.course.checks.diagnosis import HINT_UNUSED, call_student, diagnose, expect_params_like, params_close
+from metalearn_edu.course.feedback import CheckFailed, expect_shape, passed
 from metalearn_edu.functional import Params, adapt, forward, make_mlp, mse, params_of
 from metalearn_edu.tasks import LinearRegressionTasks, SinusoidTasks, linear_maml_meta_gradient
 
@@ -35,83 +35,13 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------------
-# hints shared by several checks
+# hints of the MAML checks (the generic ones live in checks.diagnosis)
 
-HINT_ITEM = (
-    "the loss you differentiate is not connected to θ any more: was it turned into a Python number with "
-    ".item() or float(), detached, or computed under torch.no_grad()? Keep every loss a tensor."
-)
-HINT_UNUSED = (
-    "torch.autograd.grad was asked for the gradient with respect to tensors the loss never used: compute "
-    "the loss with forward(model, params, x) and the params you were given (not model(x), and not the "
-    "parameters of a freshly created network: adaptation starts from θ)."
-)
-HINT_SECOND_BACKWARD = (
-    "the graph was freed by a first backward pass; create_graph=True (which also keeps the graph) is "
-    "needed wherever the result will be differentiated again."
-)
-HINT_DTYPE = "a tensor has the wrong dtype: create new tensors with dtype=<input>.dtype (the problem is float64)."
 HINT_OWN_PARAMS = (
     "you used the module's own parameters (model(x) or params_of(model)) instead of the params argument: "
     "the adapted model must start from the θ you were given, with forward(model, params, x)."
 )
 HINT_SIGN = "the inner step went uphill: gradient descent subtracts, θ′ = θ − α ∇L_support(θ)."
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def hint_for_error(err: BaseException) -> str | None:
-    """A hint for the errors that the common meta-gradient mistakes raise (None if not recognised)."""
-    message = str(err)
-    if "does not require grad and does not have a grad_fn" in message:
-        return HINT_ITEM
-    if isinstance(err, TypeError) and ("float" in message or "Tensor" in message):
-        return HINT_ITEM + " (autograd only accepts tensors)"
-    if "appears to not have been used in the graph" in message:
-        return HINT_UNUSED
-    if "backward through the graph a second time" in message:
-        return HINT_SECOND_BACKWARD
-    if "dtype" in message or ("Double" in message and "Float" in message):
-        return HINT_DTYPE
-    return None
-
-
-def student_caller(error_hints: Sequence[tuple[str, str]] = ()) -> Callable[..., Any]:
-    """A ``call_student(fn, name, *args, **kwargs)`` for a family of checks.
-
-    When the student's code raises an unexpected error, the hint is the one of the first ``(key, hint)``
-    in ``error_hints`` whose key occurs in the error message, else :func:`hint_for_error`'s.
-    """
-
-    def call_student(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the student's ``fn``; turn an unexpected exception into a CheckFailed with a hint.
-
-        NotImplementedError (a blank answer) and CheckFailed propagate unchanged; the original exception
-        is chained, so its traceback is still shown below the message.
-        """
-        if not callable(fn):
-            raise CheckFailed(name, expected="a function", got=f"a {type(fn).__name__}",
-                              hint=f"run the cell that defines {name} (and do not assign something else to that name)")
-        try:
-            return fn(*args, **kwargs)
-        except (NotImplementedError, CheckFailed):
-            raise
-        except Exception as err:
-            hint = next((h for key, h in error_hints if key in str(err)), None) or hint_for_error(err)
-            raise CheckFailed(
-                f"calling {name}",
-                expected="it to return without an error",
-                got=f"{type(err).__name__}: {_first_line(err)[:300]}",
-                hint=hint or "read the error above this message (the traceback of your code) and fix that line",
-            ) from err
-
-    return call_student
-
-
-call_student = student_caller()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,62 +87,6 @@ def random_direction(params: Params, seed: int) -> Params:
 
 def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
     return (1e-8, 1e-6) if dtype == torch.float64 else (2e-5, 2e-4)
-
-
-# ----------------------------------------------------------------------------------------------
-# comparing dicts of tensors
-
-
-def expect_params_like(name: str, got: Any, reference: Params, hint: str | None = None) -> None:
-    """Fail unless ``got`` is a dict with the keys of ``reference`` and tensors of the same shapes and dtypes."""
-    if not isinstance(got, dict):
-        raise CheckFailed(name, expected=f"a dict {{parameter name: tensor}} with keys {list(reference)}",
-                          got=f"a {type(got).__name__}",
-                          hint=hint or "return one tensor per parameter, in a dict keyed like params")
-    if list(got) != list(reference) and set(got) != set(reference):
-        raise CheckFailed(name, expected=f"keys {sorted(reference)}", got=f"keys {sorted(map(str, got))}",
-                          hint=hint or "keep the parameter names of params, e.g. {name: ... for name, p in params.items()}")
-    for key, ref in reference.items():
-        value = got[key]
-        if value is None:
-            raise CheckFailed(f"{name}[{key!r}]", expected="a tensor", got="None",
-                              hint="None means the loss does not depend on this parameter: " + HINT_UNUSED)
-        if not isinstance(value, Tensor):
-            raise CheckFailed(f"{name}[{key!r}]", expected="a torch.Tensor", got=f"a {type(value).__name__}",
-                              hint=hint or "keep every value a tensor")
-        expect_shape(f"{name}[{key!r}]", value, tuple(ref.shape), hint=hint)
-        if value.dtype != ref.dtype:
-            raise CheckFailed(f"{name}[{key!r}].dtype", expected=str(ref.dtype), got=str(value.dtype), hint=HINT_DTYPE)
-
-
-def _flat(params: Params) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params.values()])
-
-
-def _numbers(flat: Tensor, count: int = 4) -> str:
-    """The first few entries of a flat tensor, for messages."""
-    head = ", ".join(f"{v:.4g}" for v in flat[:count].tolist())
-    return f"[{head}{', ...' if flat.numel() > count else ''}]"
-
-
-def _close(a: Params | Tensor, b: Params | Tensor, atol: float, rtol: float) -> bool:
-    fa = a.detach().reshape(-1) if isinstance(a, Tensor) else _flat(a)
-    fb = b.detach().reshape(-1) if isinstance(b, Tensor) else _flat(b)
-    return fa.shape == fb.shape and bool(torch.allclose(fa.to(fb.dtype), fb, atol=atol, rtol=rtol))
-
-
-def diagnose(name: str, got: Params | Tensor, reference: Params | Tensor, mistakes: Sequence[tuple[Params | Tensor, str]],
-             *, atol: float, rtol: float, hint: str) -> None:
-    """Pass if ``got`` matches ``reference``; else name the first known mistake it matches, else show the numbers."""
-    if _close(got, reference, atol, rtol):
-        return
-    got_flat = got.detach().reshape(-1) if isinstance(got, Tensor) else _flat(got)
-    ref_flat = reference.detach().reshape(-1) if isinstance(reference, Tensor) else _flat(reference)
-    for wrong, explanation in mistakes:
-        if _close(got, wrong, atol, rtol):
-            raise CheckFailed(name, expected=_numbers(ref_flat), got=f"{_numbers(got_flat)}, what a common mistake gives",
-                              hint=explanation)
-    expect_close(f"{name} (all entries, flattened)", got_flat, ref_flat, atol=atol, rtol=rtol, hint=hint)
 
 
 def adapt_any_lr(model: nn.Module, params: Params, x: Tensor, y: Tensor, *, lr: float, steps: int = 1,
@@ -264,7 +138,7 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
         before = _detached({n: p.clone() for n, p in theta.items()})
         out = call_student(inner_step, "inner_step", model, theta, x, y, lr, create_graph)
         expect_params_like(label, out, theta)
-        if not _close(theta, before, 0.0, 0.0):
+        if not params_close(theta, before, 0.0, 0.0):
             raise CheckFailed("params after inner_step", expected="unchanged (θ is needed again for the outer gradient)",
                               got="modified in place", hint="build new tensors (p - lr * g); do not use p -= ..., p.data or optimizer.step()")
         reference_theta = problem.theta()
@@ -291,7 +165,7 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
         vjp_dict = dict(zip(theta, vjp))
         if create_graph:
             ref_vjp = dict(zip(reference_theta, _vjp(reference, reference_theta, direction)))
-            if _close(vjp_dict, direction, atol, rtol):
+            if params_close(vjp_dict, direction, atol, rtol):
                 raise CheckFailed(f"{label}: ∂θ′/∂θ", expected="I − α∇²L_support(θ) (the graph of the gradient is kept)",
                                   got="the identity: the gradient was treated as a constant",
                                   hint="pass create_graph=create_graph to torch.autograd.grad so that θ′ remembers how "
@@ -299,7 +173,7 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
             diagnose(f"{label}: (∂θ′/∂θ)ᵀv", vjp_dict, ref_vjp, [], atol=atol, rtol=rtol,
                      hint="θ′ must be θ − lr * g with g from torch.autograd.grad(..., create_graph=True)")
         else:
-            if not _close(vjp_dict, direction, atol, rtol):
+            if not params_close(vjp_dict, direction, atol, rtol):
                 raise CheckFailed(f"{label}: ∂θ′/∂θ", expected="the identity (first order: the gradient is a constant)",
                                   got="a Jacobian with a second-order term",
                                   hint="pass the create_graph argument through to torch.autograd.grad instead of always "

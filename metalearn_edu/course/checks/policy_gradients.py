@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metalearn_edu.course.checks.objective import diagnose, student_caller
+from metalearn_edu.course.checks.diagnosis import diagnose, student_caller
 from metalearn_edu.course.feedback import CheckFailed, expect_shape, passed
 from metalearn_edu.rl import advantages as reference_advantages
 from metalearn_edu.rl import objectives as reference_objectives

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metalearn_edu.course.checks.objective import call_student
+from metalearn_edu.course.checks.diagnosis import call_student
 from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, expect_true, passed
 from metalearn_edu.functional import forward, make_mlp, mse, params_of
 from metalearn_edu.runtime import seed_everything
