@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from metalearn_edu.course.checks import limits
+from metalearn_edu.course.checks import limits, limits_mixture
 from metalearn_edu.course.checks.limits import LineTasks
 from metalearn_edu.evaluate import adaptation_curves
 from metalearn_edu.functional import adapt, forward, make_mlp, mse, params_of
@@ -50,7 +50,7 @@ def test_sample_mixture_reference():
     x_all = torch.cat([batch.x_support, batch.x_query], dim=1)
     y_all = torch.cat([batch.y_support, batch.y_query], dim=1)
     for i in range(300):
-        assert limits._belongs(families[int(mode[i])], x_all[i], y_all[i])[0], i
+        assert limits_mixture._belongs(families[int(mode[i])], x_all[i], y_all[i])[0], i
     assert (batch.x_support[mode == 2] >= 5).all()
     with pytest.raises(ValueError, match="weights"):
         limits.sample_mixture(families, 4, 1, 1, weights=(1.0, 2.0))
