@@ -13,7 +13,8 @@ mistakes give (MagicBox on each step's log-probability instead of the cumulative
 mistake is named.
 
 Problems are tiny (2 states, 2 actions, 3 steps: 64 trajectories) and float64; every check runs in well
-under a second and leaves the global random state alone.
+under a second and leaves the global random state alone. Q4's check and the tabular problem live in
+``checks.rl_inner_step`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,15 +34,13 @@ from metalearn_edu.course.checks.policy_gradients import (
     episode_mask,
     expect_tensor,
 )
+from metalearn_edu.course.checks.rl_inner_step import HORIZON, check_policy_gradient_step, tabular_problem
 from metalearn_edu.course.feedback import CheckFailed, expect_close, passed
-from metalearn_edu.envs.tabular import TabularSoftmaxPolicy, sample_tabular_episodes, sample_tabular_tasks
 from metalearn_edu.rl import objectives as reference_objectives
-from metalearn_edu.rl.batch import EpisodeBatch
 from metalearn_edu.rl.exact import (
     expected_surrogate_hessian,
     hessian_terms,
     reward_to_go_from_start,
-    trajectory_surrogate,
 )
 
 __all__ = [
@@ -54,19 +52,10 @@ __all__ = [
     "tabular_problem",
 ]
 
-HORIZON = 3  # steps of the tabular problem (2 states x 2 actions: 4^3 = 64 trajectories)
 HINT_DETACHED = (
     "no gradient reaches log_probs: the surrogate was cut from the graph (.detach() on the wrong tensor, "
     ".item(), torch.no_grad(), or a MagicBox whose value and 'stop-gradient' part are the same detached tensor)"
 )
-
-
-def tabular_problem(seed: int = 0, num_states: int = 2) -> tuple[dict[str, np.ndarray], Tensor]:
-    """A seeded random tabular task (2 actions) and float64 logits (S, A) where every Hessian term is sizeable."""
-    task = sample_tabular_tasks(1, num_states, 2, np.random.default_rng(seed))[0]
-    generator = torch.Generator().manual_seed(seed)
-    logits = 0.5 * torch.randn(num_states, 2, generator=generator, dtype=torch.float64)
-    return task, logits
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,67 +361,3 @@ def check_lvc_surrogate(lvc_surrogate: Callable[..., Tensor], *, seed: int = 0, 
                          lambda lp, r, m: lvc_surrogate(lp, reward_to_go_from_start(r, gamma), m), "lvc_surrogate",
                          seed, gamma, "lvc")
     passed("LVC surrogate: value, gradient and curvature match; E[∇²L] = H1 + H2 (the cross-time H12 terms dropped)")
-
-
-# ----------------------------------------------------------------------------------------------
-# Q4: the differentiable inner policy-gradient step
-
-
-def _tabular_log_probs(logits: Tensor, batch: EpisodeBatch) -> Tensor:
-    return TabularSoftmaxPolicy(*logits.shape).distribution({"logits": logits}, batch.observations).log_prob(batch.actions)
-
-
-def _reference_step(logits: Tensor, batch: EpisodeBatch, lr: float, surrogate: Callable[..., Tensor], *,
-                    create_graph: bool = True, sign: float = 1.0) -> tuple[Tensor, Tensor]:
-    """(θ', θ leaf) with θ' = θ + sign · lr ∇L(θ), second order iff create_graph."""
-    theta = logits.detach().clone().requires_grad_(True)
-    objective = surrogate(_tabular_log_probs(theta, batch), batch.rewards, batch.mask).sum()
-    (grad,) = torch.autograd.grad(objective, theta, create_graph=create_graph)
-    return theta + sign * lr * grad, theta
-
-
-def check_policy_gradient_step(policy_gradient_step: Callable[..., Tensor], *, seed: int = 0, lr: float = 0.5,
-                               estimator: str = "dice", gamma: float = 1.0, episodes: int = 16) -> None:
-    """``policy_gradient_step(logits, batch, lr, surrogate)`` = θ + lr ∇_θ L(θ; batch), differentiable in θ.
-
-    ``surrogate`` is ``rl.exact.trajectory_surrogate(estimator, gamma)``; the batch holds one task's
-    episodes of the tabular softmax policy. The value is compared with autograd, and the Jacobian with
-    a vector-Jacobian product: (∂θ'/∂θ)ᵀ v = v + lr ∇²L v (the step keeps its second-order term).
-    """
-    task, logits = tabular_problem(seed)
-    generator = torch.Generator().manual_seed(seed + 7)
-    batch = sample_tabular_episodes([task], logits, HORIZON, episodes, generator)
-    surrogate = trajectory_surrogate(estimator, gamma)
-    direction = torch.randn(logits.shape, generator=generator, dtype=logits.dtype)
-    label = f"policy_gradient_step(..., lr={lr}) with the {estimator} surrogate"
-
-    theta = logits.detach().clone().requires_grad_(True)
-    out = call_student(policy_gradient_step, "policy_gradient_step", theta, batch, lr, surrogate)
-    expect_tensor(label, out, logits, hint="return the adapted logits θ' with the shape of logits, (S, A)")
-    if not torch.equal(theta.detach(), logits):
-        raise CheckFailed("logits after the call", expected="unchanged (θ is needed again for the outer gradient)",
-                          got="modified in place", hint="return a new tensor, logits + lr * grad")
-    adapted, reference_theta = _reference_step(logits, batch, lr, surrogate)
-    diagnose(f"{label}: θ'", out.detach(), adapted.detach(), [
-        (_reference_step(logits, batch, lr, surrogate, sign=-1.0)[0].detach(),
-         "the step went downhill: in RL the surrogate is a return to MAXIMISE, so the inner step is gradient ASCENT, "
-         "θ' = θ + α∇L(θ)"),
-        (logits, "θ' equals θ: the gradient step was not applied"),
-    ], atol=ATOL, rtol=RTOL, hint="log_probs = log_softmax(logits)[states, actions] (or TabularSoftmaxPolicy(...)"
-                                  ".distribution({'logits': logits}, batch.observations).log_prob(batch.actions)); "
-                                  "L = surrogate(log_probs, batch.rewards, batch.mask).sum(); θ' = logits + lr * grad")
-    if not out.requires_grad:
-        raise CheckFailed(f"{label}: θ' connected to θ", expected="a tensor that autograd can trace back to logits",
-                          got="a tensor with requires_grad=False (detached)",
-                          hint="do not detach θ' (no .detach(), .data or torch.no_grad()): the outer objective must "
-                               "differentiate through the inner step")
-    (vjp,) = torch.autograd.grad((out * direction).sum(), theta, allow_unused=True)
-    vjp = torch.zeros_like(logits) if vjp is None else vjp
-    (reference_vjp,) = torch.autograd.grad((adapted * direction).sum(), reference_theta)
-    diagnose(f"{label}: (∂θ'/∂θ)ᵀ v", vjp, reference_vjp, [
-        (direction, "∂θ'/∂θ is the identity: the gradient was treated as a constant. Pass create_graph=True to "
-                    "torch.autograd.grad so that θ' remembers how ∇L depends on θ (otherwise MAML silently becomes "
-                    "first order and the estimator's Hessian never matters)"),
-    ], atol=ATOL, rtol=RTOL, hint="θ' = θ + lr * g with g = torch.autograd.grad(L, logits, create_graph=True)[0]")
-    passed(f"inner policy-gradient step (ascent, {estimator} surrogate) and its Jacobian I + α∇²L match")
-
