@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 
 from metalearn_edu.cli import main
+from metalearn_edu.course.build import build_exercises, check_exercises, validate_solution
 from metalearn_edu.course.notebooks import (
     CourseError,
-    build_exercises,
-    check_exercises,
     dumps_notebook,
     grade_id_of,
     make_exercise,
     read_notebook,
-    validate_solution,
     write_notebook,
 )
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from metalearn_edu.course.kernel import execute_cells, execution_environment
+from metalearn_edu.course.build import check_exercises
 from metalearn_edu.course.notebooks import (
-    check_exercises,
     grade_id_of,
     is_test_cell,
     make_exercise,

@@ -97,10 +97,10 @@ def _print_problems(problems: list[Problem]) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from metalearn_edu.course import notebooks
+    from metalearn_edu.course import build, notebooks
 
     try:
-        written = notebooks.build_exercises(args.solutions, args.exercises)
+        written = build.build_exercises(args.solutions, args.exercises)
     except notebooks.CourseError as err:
         _print_problems(err.problems)
         return 1
@@ -112,9 +112,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from metalearn_edu.course import notebooks
+    from metalearn_edu.course import build, notebooks
 
-    problems = notebooks.check_exercises(args.solutions, args.exercises)
+    problems = build.check_exercises(args.solutions, args.exercises)
     if problems:
         _print_problems(problems)
         return 1

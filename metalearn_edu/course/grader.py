@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from metalearn_edu.course.build import validate_solution
 from metalearn_edu.course.notebooks import (
     CourseError,
     cell_source,
@@ -33,7 +34,6 @@ from metalearn_edu.course.notebooks import (
     is_test_cell,
     parse_notebook,
     read_notebook,
-    validate_solution,
 )
 from metalearn_edu.course.kernel import DEFAULT_CELL_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, CellOutcome, error_reason, execute_cells
 
