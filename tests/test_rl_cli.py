@@ -102,17 +102,20 @@ def test_protocol_paper_pins_finn_et_al(env, horizon):
     assert (custom.rollouts, custom.steps, custom.test_tasks, custom.horizon, steps) == (5, 2, 40, None, [0, 2])
     assert protocol.batch_steps is None and custom.batch_steps is None
     assert _protocol_of(["evaluate", env, "--batch-steps", "4000"])[0].batch_steps == 4000
+    assert protocol.gamma == custom.gamma == 0.99 and _protocol_of(["evaluate", env, "--gamma", "0.9"])[0].gamma == 0.9
 
 
 def test_protocol_paper_rejects_conflicting_flags(capsys):
     assert main(["evaluate", "halfcheetah-vel", "--protocol", "paper", "--rollouts", "5", "--horizon", "20", "--baselines"]) == 2
     err = capsys.readouterr().err
     assert "--protocol paper" in err and "--rollouts 5 (paper: 20)" in err and "--horizon 20 (paper: 200)" in err
-    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"]):
+    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"], ["--gamma", "0.9"]):
         assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", *extra]) == 2
         assert extra[0] in capsys.readouterr().err
     assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", "--batch-steps", "4000"]) == 2
     assert "--batch-steps 4000 (paper: off)" in capsys.readouterr().err
+    assert main(["evaluate", "navigation2d", "--baselines", "--gamma", "1.5"]) == 2
+    assert "gamma must be a number in [0, 1], got 1.5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "navigation2d", "--protocol", "finn"])
     assert "--protocol" in capsys.readouterr().err

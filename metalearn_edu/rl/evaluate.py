@@ -96,6 +96,8 @@ class Protocol:
             raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
         if not self.step_sizes or any(not a > 0 for a in self.step_sizes):
             raise ValueError(f"step_sizes must be positive numbers, got {self.step_sizes!r}")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be a number in [0, 1], got {self.gamma!r}")
 
     def step_size(self, k: int) -> float:
         return self.step_sizes[min(k, len(self.step_sizes) - 1)]

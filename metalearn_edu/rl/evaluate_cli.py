@@ -30,7 +30,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--checkpoint", nargs="+", default=[], help="checkpoint.pt files or run folders (several seeds and algorithms allowed)")
     p.add_argument("--protocol", choices=("paper", "custom"), default="custom",
                    help=f"paper: pin Finn et al. 2017's protocol (40 test tasks, 20 rollouts, steps 0 1 2 3, step sizes 0.1 0.05, {paper_h}); "
-                   "a different --steps, --test-tasks, --rollouts, --step-sizes or --horizon, or any --batch-steps, is then an error. "
+                   "a different --steps, --test-tasks, --rollouts, --step-sizes, --gamma or --horizon, or any --batch-steps, is then an error. "
                    "custom: those flags, each defaulting to the paper's value, except the horizon (default: custom)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="numbers of adaptation steps to report (default: 0 1 2 3)")
     p.add_argument("--test-tasks", type=_positive_int, default=None, help="N: test tasks (default: 40)")
@@ -39,6 +39,9 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
                    help="instead of B episodes, whole episodes per task and step until their lengths sum to this many steps, "
                    "rllab's batch_size (Finn et al.'s test scripts use 4000); sampled B at a time (default: off)")
     p.add_argument("--step-sizes", type=_positive_float, nargs="+", default=None, help="first step size, then the one of every later step (default: 0.1 0.05)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="discount gamma of the adaptation steps' advantages, in [0, 1]; the reported returns stay undiscounted "
+                   "(default: 0.99, Finn et al.'s)")
     p.add_argument("--horizon", type=_positive_int, default=None, help=f"H: steps per episode (default: the checkpoint's; {paper_h} with --protocol paper)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the test tasks (default: 0)")
     p.add_argument("--baselines", action="store_true", help="add the random-initialisation baseline, the exact oracle and the pretrained baseline")
@@ -56,7 +59,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
 
 # evaluate flag -> the Protocol field it sets (--steps sets steps = max(--steps) and the reported steps)
 _PROTOCOL_FLAGS = {"--steps": "steps", "--test-tasks": "test_tasks", "--rollouts": "rollouts", "--step-sizes": "step_sizes", "--horizon": "horizon",
-                   "--batch-steps": "batch_steps"}
+                   "--batch-steps": "batch_steps", "--gamma": "gamma"}
 
 
 def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
@@ -69,7 +72,7 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
 
     paper = paper_protocol(args.env, task_seed=args.task_seed, seed=args.seed)
     wanted = {"steps": list(range(paper.steps + 1)), "test_tasks": paper.test_tasks, "rollouts": paper.rollouts,
-              "step_sizes": list(paper.step_sizes), "horizon": paper.horizon, "batch_steps": None}
+              "step_sizes": list(paper.step_sizes), "horizon": paper.horizon, "batch_steps": None, "gamma": paper.gamma}
     given = {flag: getattr(args, dest) for flag, dest in _PROTOCOL_FLAGS.items() if getattr(args, dest) is not None}
     if getattr(args, "protocol", "custom") == "paper":
         conflicts = [f"{flag} {_show(value)} (paper: {_show(wanted[_PROTOCOL_FLAGS[flag]], flag)})" for flag, value in given.items()
@@ -82,7 +85,7 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
         raise ValueError(f"--steps must be non-negative integers, got {steps}")
     protocol = Protocol(steps=max(steps), test_tasks=given.get("--test-tasks", paper.test_tasks), rollouts=given.get("--rollouts", paper.rollouts),
                         step_sizes=tuple(given.get("--step-sizes", paper.step_sizes)), horizon=given.get("--horizon"),
-                        task_seed=args.task_seed, seed=args.seed, batch_steps=given.get("--batch-steps"))
+                        task_seed=args.task_seed, seed=args.seed, batch_steps=given.get("--batch-steps"), gamma=given.get("--gamma", paper.gamma))
     return protocol, steps
 
 
@@ -189,7 +192,8 @@ def _write_plot(path: Path, curves: dict, oracle: dict | None, env: str, referen
 def _format_table(record: dict) -> str:
     steps = record["steps"]
     p = record["protocol"]
-    lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}), "
+    discount = f", gamma {p['gamma']}" if p.get("gamma", 0.99) != 0.99 else ""
+    lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{discount}), "
              f"{p['test_tasks']} test tasks x " + (f"{p['rollouts']} rollouts" if p.get("batch_steps") is None else
                                                    f"whole episodes to {p['batch_steps']} steps") + "; +- 95% CI",
              f"{'method':<26}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
