@@ -192,7 +192,9 @@ def _write_plot(path: Path, curves: dict, oracle: dict | None, env: str, referen
 def _format_table(record: dict) -> str:
     steps = record["steps"]
     p = record["protocol"]
-    discount = f", gamma {p['gamma']}" if p.get("gamma", 0.99) != 0.99 else ""
+    from metalearn_edu.rl.evaluate import Protocol
+
+    discount = f", gamma {p['gamma']}" if p.get("gamma", Protocol.gamma) != Protocol.gamma else ""  # shown when not the paper's
     lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{discount}), "
              f"{p['test_tasks']} test tasks x " + (f"{p['rollouts']} rollouts" if p.get("batch_steps") is None else
                                                    f"whole episodes to {p['batch_steps']} steps") + "; +- 95% CI",

@@ -149,6 +149,7 @@ def _numbers(flat: Tensor, count: int = 4) -> str:
 
 
 def params_close(a: Params | Tensor, b: Params | Tensor, atol: float, rtol: float) -> bool:
+    """Whether ``a`` and ``b`` (dicts of tensors, in the same key order, or tensors) flatten to the same shape and are allclose."""
     fa = a.detach().reshape(-1) if isinstance(a, Tensor) else _flat(a)
     fb = b.detach().reshape(-1) if isinstance(b, Tensor) else _flat(b)
     return fa.shape == fb.shape and bool(torch.allclose(fa.to(fb.dtype), fb, atol=atol, rtol=rtol))
