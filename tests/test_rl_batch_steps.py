@@ -1,7 +1,9 @@
-"""Evaluation with a batch counted in environment steps (rllab's ``batch_size``, Finn et al.'s test scripts).
+"""The evaluation protocol's adaptation step, and a batch counted in environment steps (rllab's ``batch_size``,
+Finn et al.'s test scripts).
 
 Episodes past the budget are masked out whole, so they must count for nothing: not in the mean return,
-not in the inner step (baseline fit, advantage standardisation, per-step average).
+not in the inner step (baseline fit, advantage standardisation, per-step average). The protocol's discount
+and GAE lambda are the inner step's.
 """
 
 from dataclasses import replace
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from metalearn_edu.rl.batch import EpisodeBatch, concat_episodes
-from metalearn_edu.rl.evaluate import Protocol, adaptation_returns, protocol_episodes
+from metalearn_edu.rl.evaluate import Protocol, adaptation_path, adaptation_returns, protocol_episodes
 from metalearn_edu.rl.evaluate import test_tasks as protocol_test_tasks
 from metalearn_edu.rl.maml_rl import InnerSpec
 from metalearn_edu.rl.policies import GaussianMLPPolicy
@@ -98,3 +100,19 @@ def test_protocol_episodes_reach_the_step_budget_per_task_and_start_with_the_pla
     assert returns.shape == (2, 3)
     with pytest.raises(ValueError, match="batch_steps must be a positive integer"):
         Protocol(batch_steps=0)
+
+
+@pytest.mark.parametrize("gamma, gae_lambda", [(0.99, 0.5), (0.9, 1.0)])
+def test_the_protocols_discount_and_gae_lambda_are_those_of_its_adaptation_step(gamma, gae_lambda):
+    policy, sampler = _setup()
+    protocol = Protocol(steps=1, test_tasks=3, rollouts=4, horizon=HORIZON, gamma=gamma, gae_lambda=gae_lambda)
+    with sampler:
+        (_, _, batch), (_, adapted, _) = list(adaptation_path(policy, sampler, protocol))
+    params = dict(policy.parameters_dict())
+    expected = InnerSpec(lr=0.1, estimator="naive", gamma=gamma, gae_lambda=gae_lambda).adapt_detached(policy, params, batch)
+    paper = InnerSpec(lr=0.1, estimator="naive").adapt_detached(policy, params, batch)  # gamma 0.99, lambda 1
+    for name, value in expected.items():
+        torch.testing.assert_close(adapted[name], value)
+    assert any(not torch.allclose(adapted[name], paper[name]) for name in paper)
+    with pytest.raises(ValueError, match="gae_lambda must be a number in \\[0, 1\\], got 1.5"):
+        Protocol(gae_lambda=1.5)

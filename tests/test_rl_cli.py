@@ -52,6 +52,18 @@ def test_activation_flag_reaches_the_policy(tmp_path):
     assert json.loads((out / "config.json").read_text())["activation"] == "relu"
 
 
+def test_gae_lambda_reaches_the_training_config_and_the_evaluation_table(tmp_path, capsys):
+    out = tmp_path / "lam"
+    assert main(["train", "navigation2d", "--algo", "ppo-maml", *TINY, "--gae-lambda", "0.9", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["gae_lambda"] == 0.9
+    capsys.readouterr()
+    args = ["evaluate", "navigation2d", "--checkpoint", str(out), "--steps", "0", "1", "--test-tasks", "2", "--rollouts", "2"]
+    assert main([*args, "--gae-lambda", "0.9"]) == 0
+    assert "0.05), gae lambda 0.9)," in capsys.readouterr().out
+    assert main(args) == 0
+    assert "lambda" not in capsys.readouterr().out  # the paper's lambda = 1 goes unmentioned
+
+
 def test_evaluate_with_baselines_writes_json_and_plot(tmp_path, capsys):
     run = tmp_path / "pre"
     assert main(["train", "bandit5", "--algo", "pretrain", *TINY, "--out", str(run)]) == 0
@@ -103,19 +115,24 @@ def test_protocol_paper_pins_finn_et_al(env, horizon):
     assert protocol.batch_steps is None and custom.batch_steps is None
     assert _protocol_of(["evaluate", env, "--batch-steps", "4000"])[0].batch_steps == 4000
     assert protocol.gamma == custom.gamma == 0.99 and _protocol_of(["evaluate", env, "--gamma", "0.9"])[0].gamma == 0.9
+    assert protocol.gae_lambda == custom.gae_lambda == 1.0
+    assert _protocol_of(["evaluate", env, "--gae-lambda", "0.95"])[0].gae_lambda == 0.95
 
 
 def test_protocol_paper_rejects_conflicting_flags(capsys):
     assert main(["evaluate", "halfcheetah-vel", "--protocol", "paper", "--rollouts", "5", "--horizon", "20", "--baselines"]) == 2
     err = capsys.readouterr().err
     assert "--protocol paper" in err and "--rollouts 5 (paper: 20)" in err and "--horizon 20 (paper: 200)" in err
-    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"], ["--gamma", "0.9"]):
+    for extra in (["--test-tasks", "3"], ["--step-sizes", "0.2"], ["--steps", "0", "1"], ["--batch-steps", "4000"], ["--gamma", "0.9"],
+                  ["--gae-lambda", "0.9"]):
         assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", *extra]) == 2
         assert extra[0] in capsys.readouterr().err
     assert main(["evaluate", "navigation2d", "--protocol", "paper", "--baselines", "--batch-steps", "4000"]) == 2
     assert "--batch-steps 4000 (paper: off)" in capsys.readouterr().err
     assert main(["evaluate", "navigation2d", "--baselines", "--gamma", "1.5"]) == 2
     assert "gamma must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main(["evaluate", "navigation2d", "--baselines", "--gae-lambda", "-0.1"]) == 2
+    assert "gae_lambda must be a number in [0, 1], got -0.1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "navigation2d", "--protocol", "finn"])
     assert "--protocol" in capsys.readouterr().err

@@ -78,6 +78,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),
+        ("--gae-lambda", float, "lambda: GAE lambda of the advantages over the linear baseline, in [0, 1]; 1 = reward-to-go minus baseline"),
         ("--init-log-std", float, "initial log sigma of a Gaussian policy, in units of --action-scale"),
         ("--action-scale", _positive_float, "c: Gaussian mean = c * MLP(s), sigma = c * exp(log_std); the inner step moves actions c^2 as far"),
         ("--log-std-scale", _positive_float, "k: log sigma = log c + k * phi for the learned phi, so one inner step moves log sigma k^2 as far (default 1)"),

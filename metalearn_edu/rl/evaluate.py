@@ -82,6 +82,7 @@ class Protocol:
     rollouts: int = 20  # B, episodes per task per step
     step_sizes: tuple[float, ...] = (0.1, 0.05)  # alpha_k: the first step, then every later one
     gamma: float = 0.99  # discount of the advantages of the adaptation steps
+    gae_lambda: float = 1.0  # GAE lambda of those advantages over the linear baseline (1: reward-to-go minus baseline)
     horizon: int | None = None  # H (None: the env's own, 100 for navigation)
     task_seed: int = 0  # fixes the test tasks (the same for every checkpoint evaluated)
     seed: int = 0  # fixes the evaluation episodes
@@ -96,8 +97,10 @@ class Protocol:
             raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
         if not self.step_sizes or any(not a > 0 for a in self.step_sizes):
             raise ValueError(f"step_sizes must be positive numbers, got {self.step_sizes!r}")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be a number in [0, 1], got {self.gamma!r}")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
     def step_size(self, k: int) -> float:
         return self.step_sizes[min(k, len(self.step_sizes) - 1)]
@@ -149,7 +152,7 @@ def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: 
         batch = protocol_episodes(policy, sampler, protocol, tasks, params if per_task else None, k)
         yield k, (params if per_task else None), batch
         if k < protocol.steps:
-            inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma)
+            inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma, gae_lambda=protocol.gae_lambda)
             params = inner.adapt_detached(policy, params, batch, per_task_params=per_task)
             per_task = True
 

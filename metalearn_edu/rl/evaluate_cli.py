@@ -30,7 +30,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--checkpoint", nargs="+", default=[], help="checkpoint.pt files or run folders (several seeds and algorithms allowed)")
     p.add_argument("--protocol", choices=("paper", "custom"), default="custom",
                    help=f"paper: pin Finn et al. 2017's protocol (40 test tasks, 20 rollouts, steps 0 1 2 3, step sizes 0.1 0.05, {paper_h}); "
-                   "a different --steps, --test-tasks, --rollouts, --step-sizes, --gamma or --horizon, or any --batch-steps, is then an error. "
+                   "a different --steps, --test-tasks, --rollouts, --step-sizes, --gamma, --gae-lambda or --horizon, or any --batch-steps, is then an error. "
                    "custom: those flags, each defaulting to the paper's value, except the horizon (default: custom)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="numbers of adaptation steps to report (default: 0 1 2 3)")
     p.add_argument("--test-tasks", type=_positive_int, default=None, help="N: test tasks (default: 40)")
@@ -42,6 +42,9 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--gamma", type=float, default=None,
                    help="discount gamma of the adaptation steps' advantages, in [0, 1]; the reported returns stay undiscounted "
                    "(default: 0.99, Finn et al.'s)")
+    p.add_argument("--gae-lambda", type=float, default=None,
+                   help="GAE lambda of the adaptation steps' advantages over the linear baseline, in [0, 1] "
+                   "(default: 1.0, Finn et al.'s reward-to-go minus baseline)")
     p.add_argument("--horizon", type=_positive_int, default=None, help=f"H: steps per episode (default: the checkpoint's; {paper_h} with --protocol paper)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the test tasks (default: 0)")
     p.add_argument("--baselines", action="store_true", help="add the random-initialisation baseline, the exact oracle and the pretrained baseline")
@@ -59,7 +62,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
 
 # evaluate flag -> the Protocol field it sets (--steps sets steps = max(--steps) and the reported steps)
 _PROTOCOL_FLAGS = {"--steps": "steps", "--test-tasks": "test_tasks", "--rollouts": "rollouts", "--step-sizes": "step_sizes", "--horizon": "horizon",
-                   "--batch-steps": "batch_steps", "--gamma": "gamma"}
+                   "--batch-steps": "batch_steps", "--gamma": "gamma", "--gae-lambda": "gae_lambda"}
 
 
 def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
@@ -72,7 +75,8 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
 
     paper = paper_protocol(args.env, task_seed=args.task_seed, seed=args.seed)
     wanted = {"steps": list(range(paper.steps + 1)), "test_tasks": paper.test_tasks, "rollouts": paper.rollouts,
-              "step_sizes": list(paper.step_sizes), "horizon": paper.horizon, "batch_steps": None, "gamma": paper.gamma}
+              "step_sizes": list(paper.step_sizes), "horizon": paper.horizon, "batch_steps": None, "gamma": paper.gamma,
+              "gae_lambda": paper.gae_lambda}
     given = {flag: getattr(args, dest) for flag, dest in _PROTOCOL_FLAGS.items() if getattr(args, dest) is not None}
     if getattr(args, "protocol", "custom") == "paper":
         conflicts = [f"{flag} {_show(value)} (paper: {_show(wanted[_PROTOCOL_FLAGS[flag]], flag)})" for flag, value in given.items()
@@ -85,7 +89,8 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
         raise ValueError(f"--steps must be non-negative integers, got {steps}")
     protocol = Protocol(steps=max(steps), test_tasks=given.get("--test-tasks", paper.test_tasks), rollouts=given.get("--rollouts", paper.rollouts),
                         step_sizes=tuple(given.get("--step-sizes", paper.step_sizes)), horizon=given.get("--horizon"),
-                        task_seed=args.task_seed, seed=args.seed, batch_steps=given.get("--batch-steps"), gamma=given.get("--gamma", paper.gamma))
+                        task_seed=args.task_seed, seed=args.seed, batch_steps=given.get("--batch-steps"), gamma=given.get("--gamma", paper.gamma),
+                        gae_lambda=given.get("--gae-lambda", paper.gae_lambda))
     return protocol, steps
 
 
@@ -194,7 +199,8 @@ def _format_table(record: dict) -> str:
     p = record["protocol"]
     from metalearn_edu.rl.evaluate import Protocol
 
-    discount = f", gamma {p['gamma']}" if p.get("gamma", Protocol.gamma) != Protocol.gamma else ""  # shown when not the paper's
+    discount = "".join(f", {name.replace('_', ' ')} {p[name]}" for name in ("gamma", "gae_lambda")
+                       if p.get(name, getattr(Protocol, name)) != getattr(Protocol, name))  # shown when not the paper's
     lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{discount}), "
              f"{p['test_tasks']} test tasks x " + (f"{p['rollouts']} rollouts" if p.get("batch_steps") is None else
                                                    f"whole episodes to {p['batch_steps']} steps") + "; +- 95% CI",
