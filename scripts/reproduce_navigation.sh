@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the 2D navigation table of docs/RESULTS.md: PPO-MAML (3 seeds: two inner steps in training, the
-# KL guard and an annealed outer step), MAML-VPG (3 seeds), MAML-TRPO and PPO-inner (seed 0), the pretrained multi-task
-# baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts per step, step size 0.1 then 0.05) on each
-# run's best.pt, with the random-initialisation baseline and the exact oracle, and again on the last checkpoints;
-# then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose); last, every run adapted on
+# KL guard, an annealed outer step and GAE lambda 0.95 in every advantage), MAML-VPG (3 seeds), MAML-TRPO and
+# PPO-inner (seed 0), the pretrained multi-task baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts
+# per step, step size 0.1 then 0.05) on each run's best.pt, with the random-initialisation baseline and the exact
+# oracle, and again on the last checkpoints. PPO-MAML adapts with the advantages it was meta-trained with
+# (--gae-lambda 0.95, so --protocol custom with the paper's other values); the others with Finn et al.'s (lambda 1).
+# Then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose); last, every run adapted on
 # the 4000-step batches of Finn et al.'s released test script (evaluate --batch-steps 4000).
 # Every run has a fixed iteration count that fits in 15 minutes (5 for pretrain) on the 2-core CPU of RESULTS,
 # one training per core; MAML-TRPO's is the count its 15 minutes reached. A run is deterministic per
@@ -14,8 +16,10 @@ set -euo pipefail
 out=${1:-runs/navigation}
 cli=${METALEARN_EDU_CLI:-metalearn-edu}
 train() { $cli train navigation2d --quiet "$@"; }
+# PPO-MAML's adaptation rule: the paper protocol's values, with the GAE lambda it was meta-trained with
+ppo_protocol=(--protocol custom --horizon 100 --gae-lambda 0.95)
 for seed in 0 1 2; do
-  train --algo ppo-maml --inner-steps 2 --kl-stop 0.05 --anneal-lr --iterations 350 --seed "$seed" --out "$out/ppo-maml-seed$seed"
+  train --algo ppo-maml --inner-steps 2 --kl-stop 0.05 --anneal-lr --gae-lambda 0.95 --iterations 350 --seed "$seed" --out "$out/ppo-maml-seed$seed"
 done
 for seed in 0 1 2; do
   train --algo maml-vpg --anneal-lr --iterations 2000 --seed "$seed" --out "$out/maml-vpg-seed$seed"
@@ -23,13 +27,17 @@ done
 train --algo maml-trpo --iterations 186 --seed 0 --out "$out/maml-trpo-seed0"
 train --algo ppo-inner --anneal-lr --iterations 1000 --seed 0 --out "$out/ppo-inner-seed0"
 train --algo pretrain --anneal-lr --iterations 1800 --seed 0 --out "$out/pretrain-seed0"
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt "$out"/maml-vpg-seed{0,1,2}/best.pt \
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --out "$out/eval-best-ppo-maml"
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2}/best.pt \
   "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
   --out "$out/eval-best"
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2} "$out"/maml-vpg-seed{0,1,2} \
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2} --out "$out/eval-last-ppo-maml"
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2} \
   "$out"/maml-trpo-seed0 "$out"/ppo-inner-seed0 --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --diagnose --out "$out/eval-diagnose"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --diagnose --out "$out/eval-diagnose"
 # the same checkpoints adapted on the batch of Finn et al.'s released test script (4000 env steps of whole episodes per step)
-$cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt \
+$cli evaluate navigation2d "${ppo_protocol[@]}" --batch-steps 4000 --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt \
+  --out "$out/eval-batch4000-ppo-maml"
+$cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint \
   "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines \
   --pretrained "$out"/pretrain-seed0/best.pt --out "$out/eval-batch4000"
