@@ -27,7 +27,9 @@ done
 train --algo maml-trpo --iterations 186 --seed 0 --out "$out/maml-trpo-seed0"
 train --algo ppo-inner --anneal-lr --iterations 1000 --seed 0 --out "$out/ppo-inner-seed0"
 train --algo pretrain --anneal-lr --iterations 1800 --seed 0 --out "$out/pretrain-seed0"
-$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --out "$out/eval-best-ppo-maml"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --baselines --out "$out/eval-best-ppo-maml"
+# the same policies adapted with Finn et al.'s lambda = 1, which they were not meta-trained for
+$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2}/best.pt --out "$out/eval-best-ppo-maml-lambda1"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2}/best.pt \
   "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
   --out "$out/eval-best"

@@ -199,9 +199,9 @@ def _format_table(record: dict) -> str:
     p = record["protocol"]
     from metalearn_edu.rl.evaluate import Protocol
 
-    discount = "".join(f", {name.replace('_', ' ')} {p[name]}" for name in ("gamma", "gae_lambda")
+    advantages = "".join(f", {name.replace('_', ' ')} {p[name]}" for name in ("gamma", "gae_lambda")
                        if p.get(name, getattr(Protocol, name)) != getattr(Protocol, name))  # shown when not the paper's
-    lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{discount}), "
+    lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{advantages}), "
              f"{p['test_tasks']} test tasks x " + (f"{p['rollouts']} rollouts" if p.get("batch_steps") is None else
                                                    f"whole episodes to {p['batch_steps']} steps") + "; +- 95% CI",
              f"{'method':<26}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
