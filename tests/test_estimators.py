@@ -23,13 +23,12 @@ from metalearn_edu.envs.tabular import (
     ENV_ID,
     TabularMDPEnv,
     TabularSoftmaxPolicy,
-    enumerate_trajectories,
-    expected_return,
     register_tabular,
     sample_tabular_episodes,
     sample_tabular_tasks,
     task_tensors,
 )
+from metalearn_edu.envs.tabular_trajectories import enumerate_trajectories, expected_return
 from metalearn_edu.rl.advantages import LinearFeatureBaseline, discounted_returns
 from metalearn_edu.rl.exact import (
     exact_hessian,
@@ -38,7 +37,6 @@ from metalearn_edu.rl.exact import (
     expected_surrogate_hessian,
     hessian_terms,
     meta_gradient_with_curvature,
-    reward_to_go_from_start,
     state_action_values,
     trajectory_surrogate,
 )

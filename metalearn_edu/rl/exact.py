@@ -1,6 +1,6 @@
 """Exact expectations, Hessians and meta-gradients of a tabular softmax policy, by enumeration.
 
-On a task small enough to list all N trajectories (:mod:`metalearn_edu.envs.tabular`), the objective
+On a task small enough to list all N trajectories (:mod:`metalearn_edu.envs.tabular_trajectories`), the objective
 
     J(theta) = sum_tau p_theta(tau) R(tau),     R(tau) = sum_t gamma^t r_t
 
@@ -33,7 +33,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from metalearn_edu.envs.tabular import TrajectoryTable, enumerate_trajectories, task_tensors
+from metalearn_edu.envs.tabular import task_tensors
+from metalearn_edu.envs.tabular_trajectories import TrajectoryTable, enumerate_trajectories
 from metalearn_edu.rl.advantages import validate_unit_interval
 from metalearn_edu.rl.objectives import dice_surrogate, lvc_surrogate, pg_surrogate
 
