@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from metalearn_edu.course.checks import policy_gradients as pg
+from metalearn_edu.course.checks import ppo_clip, rl_data
 from metalearn_edu.course.checks import rl_meta_gradients as mg
 from metalearn_edu.course.feedback import CheckFailed
 from metalearn_edu.envs.tabular import TabularSoftmaxPolicy, sample_tabular_episodes
@@ -108,7 +109,7 @@ def test_gae_passes_and_agrees_with_its_limits():
     pg.check_gae(gae, seed=2, gamma=0.99, lam=1.0, horizon=10, batch=(3,))
     pg.check_gae(gae, seed=5, gamma=0.9, lam=0.0)
     generator = torch.Generator().manual_seed(0)
-    mask = pg.episode_mask(generator, 6, (2, 3))
+    mask = rl_data.episode_mask(generator, 6, (2, 3))
     rewards = torch.randn(6, 2, 3, generator=generator, dtype=torch.float64) * mask
     values = torch.randn(6, 2, 3, generator=generator, dtype=torch.float64) * mask
     torch.testing.assert_close(gae(rewards, values, mask, 0.9, 1.0), discounted_returns(rewards, mask, 0.9) - values)
@@ -163,7 +164,7 @@ def test_ppo_clip_loss_passes():
 def test_ppo_clip_loss_mistakes():
     def variant(**change):
         def loss(lp, old, adv, mask, clip):
-            return pg._ppo_variant(lp, old.detach(), adv.detach(), mask, clip, **change)
+            return ppo_clip._ppo_variant(lp, old.detach(), adv.detach(), mask, clip, **change)
         return loss
 
     def not_detached(lp, old, adv, mask, clip):

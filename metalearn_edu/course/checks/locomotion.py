@@ -33,7 +33,7 @@ from torch import Tensor
 from metalearn_edu.course.checks.diagnosis import HINT_NONE, as_checked_array, diagnose_array, plural, show_numbers
 from metalearn_edu.course.checks.locomotion_protocol import (FakeAdaptationProblem, check_adaptation_curve, protocol_step_size,
                                                              reference_adaptation_curve)
-from metalearn_edu.course.checks.policy_gradients import call_student
+from metalearn_edu.course.checks.rl_data import call_student
 from metalearn_edu.course.checks.start import preserved_global_rng
 from metalearn_edu.course.feedback import CheckFailed, expect_close, passed
 from metalearn_edu.envs.locomotion import get_family, make_config, sample_tasks, task_reward

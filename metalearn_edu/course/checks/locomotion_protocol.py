@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from metalearn_edu.course.checks.diagnosis import as_checked_array, diagnose_array, plural, show_numbers
-from metalearn_edu.course.checks.policy_gradients import call_student
+from metalearn_edu.course.checks.rl_data import call_student
 from metalearn_edu.course.feedback import CheckFailed, expect_close, passed
 
 __all__ = ["FakeAdaptationProblem", "check_adaptation_curve", "protocol_step_size", "reference_adaptation_curve"]

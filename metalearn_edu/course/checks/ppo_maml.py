@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_student, clipped_terms, data_label, diagnose,
-                                                          episode_mask, expect_tensor, padded)
+from metalearn_edu.course.checks.diagnosis import diagnose
+from metalearn_edu.course.checks.ppo_clip import clipped_terms
+from metalearn_edu.course.checks.rl_data import ATOL, RTOL, call_student, data_label, episode_mask, expect_tensor, padded
 from metalearn_edu.course.checks.ppo_maml_kl import check_gaussian_kl, gradients
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.rl.ppo_maml import adapt_kl_coef, clipped_objective

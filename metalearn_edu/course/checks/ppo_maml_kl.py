@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
-from metalearn_edu.course.checks.policy_gradients import (ATOL, RTOL, call_student, data_label, diagnose, episode_mask,
-                                                          expect_tensor, padded)
+from metalearn_edu.course.checks.diagnosis import diagnose
+from metalearn_edu.course.checks.rl_data import ATOL, RTOL, call_student, data_label, episode_mask, expect_tensor, padded
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.rl.objectives import kl_divergence
 

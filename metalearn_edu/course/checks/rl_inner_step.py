@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metalearn_edu.course.checks.policy_gradients import ATOL, RTOL, call_student, diagnose, expect_tensor
+from metalearn_edu.course.checks.diagnosis import diagnose
+from metalearn_edu.course.checks.rl_data import ATOL, RTOL, call_student, expect_tensor
 from metalearn_edu.course.feedback import CheckFailed, passed
 from metalearn_edu.envs.tabular import TabularSoftmaxPolicy, sample_tabular_episodes, sample_tabular_tasks
 from metalearn_edu.rl.batch import EpisodeBatch

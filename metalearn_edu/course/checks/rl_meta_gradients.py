@@ -25,15 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metalearn_edu.course.checks.policy_gradients import (
-    ATOL,
-    HINT_MASK,
-    RTOL,
-    call_student,
-    diagnose,
-    episode_mask,
-    expect_tensor,
-)
+from metalearn_edu.course.checks.diagnosis import diagnose
+from metalearn_edu.course.checks.rl_data import ATOL, HINT_MASK, RTOL, call_student, episode_mask, expect_tensor
 from metalearn_edu.course.checks.rl_inner_step import HORIZON, check_policy_gradient_step, tabular_problem
 from metalearn_edu.course.feedback import CheckFailed, expect_close, passed
 from metalearn_edu.rl import objectives as reference_objectives

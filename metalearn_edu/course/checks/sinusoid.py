@@ -235,7 +235,7 @@ def check_maml_step(maml_step: Callable[..., Any], *, seed: int = 0, inner_lr: f
     grads = optimizer.records[0]
     missing = [n for n, g in grads.items() if g is None or not bool(g.abs().sum() > 0)]
     if missing:
-        raise CheckFailed(f"the meta-gradient in p.grad at optimizer.step()", expected="a non-zero gradient on every parameter",
+        raise CheckFailed("the meta-gradient in p.grad at optimizer.step()", expected="a non-zero gradient on every parameter",
                           got=f"no gradient on {missing}",
                           hint="no gradient reached the model's own parameters. Adapt from θ = params_of(model) (not a "
                                "fresh make_mlp() or a deepcopy per task), keep the task losses as tensors (no .item()) and "
