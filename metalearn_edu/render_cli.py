@@ -136,7 +136,7 @@ def _add_render(sub: argparse._SubParsersAction, env: str) -> None:
         goal_help = "direction, one of " + ", ".join(f"{d:+g}" for d in config.directions)
     p = sub.add_parser(
         env, aliases=hyphenated_aliases(env), help=f"videos of a policy on {env} before and after adapting to goals",
-        description=f"For each --goal, adapt a meta-trained policy to it with K policy-gradient steps on B rollouts (the inner step of "
+        description="For each --goal, adapt a meta-trained policy to it with K policy-gradient steps on B rollouts (the inner step of "
         "'metalearn-edu evaluate': step size 0.1, then 0.05, linear baseline) and film one episode before and one after adaptation "
         "from the same initial state with the mean action. Writes DIR/goal_G_before.EXT, DIR/goal_G_after_K.EXT (mp4 if imageio-ffmpeg "
         "is installed, else gif) and DIR/render.json, and prints the returns.",

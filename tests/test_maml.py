@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from metalearn_edu.functional import Learner, adapt, forward, make_mlp, mse, params_of
+from metalearn_edu.functional import Learner, adapt, make_mlp, mse, params_of
 from metalearn_edu.maml import hessian_vector_term, meta_gradient, task_query_loss
 from metalearn_edu.tasks import LinearRegressionTasks, SinusoidTasks, linear_maml_meta_gradient
 
