@@ -20,8 +20,8 @@ from metalearn_edu.course.checks.diagnosis import student_caller
 from metalearn_edu.course.feedback import CheckFailed, expect_shape
 
 __all__ = [
-    "ATOL", "HINT_IN_PLACE", "HINT_MASK", "HINT_SHAPES", "RTOL", "call_student", "data_label", "episode_mask", "expect_tensor", "padded",
-    "rollout",
+    "ATOL", "HINT_IN_PLACE", "HINT_MASK", "HINT_SHAPES", "RTOL", "call_student", "data_label", "episode_mask",
+    "expect_tensor", "padded", "rollout",
 ]
 
 ATOL, RTOL = 1e-9, 1e-7  # the inputs are float64
