@@ -12,7 +12,7 @@ from metalearn_edu.envs.navigation import Navigation2DEnv
 from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns
 from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.sampler import MetaSampler
-from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, read_metrics, train_rl
+from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, outer_optimizer, read_metrics, train_rl
 from metalearn_edu.train import DivergenceError
 
 TINY = RLTrainConfig.for_env("navigation2d", iterations=4, meta_batch=2, rollouts=3, horizon=8, hidden=(8,),
@@ -162,6 +162,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"algo": "maml-trpo", "anneal_lr": True}, "anneal_lr decays the Adam step size"),
         ({"anneal_lr": "yes"}, "anneal_lr must be True or False"),
         ({"log_std_scale": 0.0}, "log_std_scale must be a positive number"),
+        ({"log_std_lr_scale": -1.0}, "log_std_lr_scale must be a positive number"),
         ({"state_dependent_std": "no"}, "state_dependent_std must be True or False"),
         ({"outer_every_step": 1}, "outer_every_step must be True or False"),
         ({"threads": 0}, "threads must be a positive integer"),
@@ -171,6 +172,37 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_bad_inputs_name_the_argument(change, message):
     with pytest.raises(ValueError, match=message):
         replace(TINY, **change).validate()
+
+
+@pytest.mark.parametrize("lr_scale, log_sigma_step", [(1.0, 4.0), (0.25, 1.0)])
+def test_log_std_lr_scale_sets_the_outer_step_of_log_sigma(lr_scale, log_sigma_step):
+    """Adam's first step moves every parameter by its step size (gradient 1 everywhere here). With log sigma = k phi,
+    k = 4, log sigma moves 4 beta when phi has step size beta, and beta when phi has beta / k; the rest moves beta."""
+    beta, k = 1e-2, 4.0
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0, log_std_scale=k)
+    optimizer = outer_optimizer(policy, replace(TINY, outer_lr=beta, log_std_scale=k, log_std_lr_scale=lr_scale))
+    before = params_of(policy)
+    sum(p.sum() for p in policy.parameters()).backward()
+    optimizer.step()
+    after = params_of(policy)
+    torch.testing.assert_close(k * (before["log_std"] - after["log_std"]), torch.full((2,), log_sigma_step * beta), rtol=1e-5, atol=0)
+    for name in before:
+        if name != "log_std":
+            torch.testing.assert_close(before[name] - after[name], torch.full_like(before[name], beta), rtol=1e-5, atol=0)
+
+
+def test_log_std_lr_scale_survives_annealing_and_resume(tmp_path):
+    config = replace(TINY, anneal_lr=True, log_std_scale=4.0, log_std_lr_scale=0.25)
+    full = train_rl(config, tmp_path / "full", progress=False)
+    assert train_rl(replace(config, time_limit_s=1e-9), tmp_path / "cut", progress=False).iterations_done == 1
+    resumed = train_rl(config, tmp_path / "cut", progress=False)  # the optimizer's two groups come back from the checkpoint
+    for name, value in params_of(full.policy).items():
+        torch.testing.assert_close(params_of(resumed.policy)[name], value, rtol=0, atol=0)
+    groups = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    last = config.outer_lr * (1 - 3 / config.iterations)  # the annealed beta of the last update, iteration index 3
+    assert [g["lr"] for g in groups] == pytest.approx([last, 0.25 * last])
+    with pytest.raises(ValueError, match="log_std_lr_scale=0.5 needs a Gaussian policy"):
+        train_rl(replace(TINY, env="bandit5", log_std_lr_scale=0.5), progress=False)
 
 
 def test_an_environment_without_set_task_is_refused():

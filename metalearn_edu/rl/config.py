@@ -99,6 +99,7 @@ class RLTrainConfig:
     action_scale: float = 1.0  # c: the Gaussian policy's mean is c * MLP(s) and sigma is c * exp(log_std)
     state_dependent_std: bool = False  # Gaussian log sigma(s) = log c + k phi + a linear head on the last hidden layer (False: state-independent)
     log_std_scale: float = 1.0  # k: log sigma = log c + k * phi for the parameter phi, so an inner step moves log sigma k^2 as far
+    log_std_lr_scale: float = 1.0  # the outer Adam step size of phi is beta times this; 1 / k keeps log sigma's outer step at beta
     backend: str = "auto"  # sampler backend: auto | batched | loop | vector
     seed: int = 0  # fixes the initial policy, the tasks and every episode
     log_every: int = 1  # write a metrics line every this many iterations
@@ -129,7 +130,7 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("inner_lr", "outer_lr", "clip", "max_kl", "action_scale", "log_std_scale"):
+        for name in ("inner_lr", "outer_lr", "clip", "max_kl", "action_scale", "log_std_scale", "log_std_lr_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")

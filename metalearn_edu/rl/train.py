@@ -185,6 +185,20 @@ def _check_finite(record: dict[str, float], policy: nn.Module, iteration: int, c
         raise _divergence(what, iteration, config, out)
 
 
+def outer_optimizer(policy: nn.Module, config: RLTrainConfig) -> torch.optim.Adam:
+    """Adam with step size beta = ``config.outer_lr``; with ``log_std_lr_scale`` s != 1 the log sigma parameter phi
+    gets its own group with step size s * beta (its ``lr_scale`` s, which ``--anneal-lr`` keeps)."""
+    scale = config.log_std_lr_scale
+    if scale == 1.0:
+        return torch.optim.Adam(policy.parameters(), lr=config.outer_lr)
+    named = dict(policy.named_parameters())
+    if "log_std" not in named:
+        raise ValueError(f"log_std_lr_scale={scale} needs a Gaussian policy with a log_std parameter")
+    rest = [p for name, p in named.items() if name != "log_std"]
+    return torch.optim.Adam([{"params": rest, "lr_scale": 1.0},
+                             {"params": [named["log_std"]], "lr": scale * config.outer_lr, "lr_scale": scale}], lr=config.outer_lr)
+
+
 def train_rl(
     config: RLTrainConfig, out_dir: str | Path | None = None, *, resume: bool = True, progress: bool = True, sampler: Any = None
 ) -> RLTrainResult:
@@ -194,7 +208,7 @@ def train_rl(
     seed_everything(config.seed)
     sampler = sampler if sampler is not None else make_sampler(config, device)
     policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
-    optimizer = None if config.algo == "maml-trpo" else torch.optim.Adam(policy.parameters(), lr=config.outer_lr)
+    optimizer = None if config.algo == "maml-trpo" else outer_optimizer(policy, config)
     start, out = 0, Path(out_dir) if out_dir is not None else None
     kl_coef = config.kl_coef  # eta of the next update; changes only with config.kl_target
     recent: list[float] = []  # the training returns of the last best_window iterations (post-update, else pre-update)
@@ -245,7 +259,7 @@ def train_rl(
         annealed = config.outer_lr * (1.0 - it / config.iterations) if config.anneal_lr and optimizer is not None else None
         if annealed is not None:
             for group in optimizer.param_groups:
-                group["lr"] = annealed
+                group["lr"] = annealed * group.get("lr_scale", 1.0)
         try:
             record = meta_iteration(it, policy, optimizer, sampler, config, kl_coef)
         except _NonFinite as err:
