@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from metalearn_edu.course.checks.diagnosis import call_student, diagnose
 from metalearn_edu.course.checks.limits_mixture import check_sample_mixture
-from metalearn_edu.course.checks.objective import HINT_OWN_PARAMS
+from metalearn_edu.course.checks.maml_problem import HINT_OWN_PARAMS
 from metalearn_edu.course.feedback import CheckFailed, expect_close, expect_shape, expect_true, passed
 from metalearn_edu.evaluate import adaptation_curves
 from metalearn_edu.functional import Params, make_mlp, params_of

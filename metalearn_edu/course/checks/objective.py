@@ -16,15 +16,17 @@ network in float32, or more inner steps.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from metalearn_edu.course.checks.diagnosis import HINT_UNUSED, call_student, diagnose, expect_params_like, params_close
+from metalearn_edu.course.checks.maml_problem import (HINT_OWN_PARAMS, HINT_SIGN, Problem, adapt_any_lr, detached, grad_dict,
+                                                      make_problem, random_direction, tolerances,
+                                                      vector_jacobian_product)
 from metalearn_edu.course.feedback import CheckFailed, expect_shape, passed
-from metalearn_edu.functional import Params, adapt, forward, make_mlp, mse, params_of
-from metalearn_edu.tasks import LinearRegressionTasks, SinusoidTasks, linear_maml_meta_gradient
+from metalearn_edu.functional import Params, adapt, forward, mse, params_of
+from metalearn_edu.tasks import LinearRegressionTasks, linear_maml_meta_gradient
 
 __all__ = [
     "check_fomaml_gradient",
@@ -33,89 +35,6 @@ __all__ = [
     "check_maml_meta_gradient",
     "check_reptile_direction",
 ]
-
-# ----------------------------------------------------------------------------------------------
-# hints of the MAML checks (the generic ones live in checks.diagnosis)
-
-HINT_OWN_PARAMS = (
-    "you used the module's own parameters (model(x) or params_of(model)) instead of the params argument: "
-    "the adapted model must start from the θ you were given, with forward(model, params, x)."
-)
-HINT_SIGN = "the inner step went uphill: gradient descent subtracts, θ′ = θ − α ∇L_support(θ)."
-
-
-# ----------------------------------------------------------------------------------------------
-# small seeded problems
-
-
-@dataclass
-class Problem:
-    """One regression task and a network: θ deliberately differs from the module's own parameters."""
-
-    model: nn.Module
-    params: Params
-    x_s: Tensor
-    y_s: Tensor
-    x_q: Tensor
-    y_q: Tensor
-
-    def theta(self) -> Params:
-        """Fresh leaf copies of θ (requires_grad), so a student's in-place edits never leak between calls."""
-        return {n: p.detach().clone().requires_grad_(True) for n, p in self.params.items()}
-
-
-def make_problem(seed: int = 0, *, hidden: Sequence[int] = (8,), activation: str = "tanh",
-                 dtype: torch.dtype = torch.float64, shots: int = 5, query: int = 7) -> Problem:
-    """A small sinusoid task and an MLP; the global random state is left untouched."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = make_mlp(1, hidden, 1, activation).to(dtype)
-    params = {
-        n: (p.detach() + 0.3 * torch.randn(p.shape, generator=generator, dtype=dtype)).requires_grad_(True)
-        for n, p in params_of(model).items()
-    }
-    batch = SinusoidTasks().sample(1, shots, query, generator, dtype=dtype)
-    return Problem(model, params, batch.x_support[0], batch.y_support[0], batch.x_query[0], batch.y_query[0])
-
-
-def random_direction(params: Params, seed: int) -> Params:
-    """A seeded random vector with the shapes of ``params`` (for vector-Jacobian products)."""
-    generator = torch.Generator().manual_seed(seed + 1000)
-    return {n: torch.randn(p.shape, generator=generator, dtype=p.dtype) for n, p in params.items()}
-
-
-def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
-    return (1e-8, 1e-6) if dtype == torch.float64 else (2e-5, 2e-4)
-
-
-def adapt_any_lr(model: nn.Module, params: Params, x: Tensor, y: Tensor, *, lr: float, steps: int = 1,
-                 first_order: bool = False) -> Params:
-    """Like ``functional.adapt`` but accepting a negative ``lr``: produces the "step uphill" mistake."""
-    if lr > 0:
-        return adapt(model, params, x, y, lr=lr, steps=steps, first_order=first_order)
-    for _ in range(steps):
-        grads = torch.autograd.grad(mse(forward(model, params, x), y), tuple(params.values()), create_graph=not first_order)
-        params = {n: p - lr * (g.detach() if first_order else g) for (n, p), g in zip(params.items(), grads)}
-    return params
-
-
-def _detached(params: Params) -> Params:
-    return {n: p.detach() for n, p in params.items()}
-
-
-def _grad(loss: Tensor, params: Params) -> Params:
-    return dict(zip(params, torch.autograd.grad(loss, tuple(params.values()))))
-
-
-def _vjp(outputs: Params, params: Params, direction: Params) -> list[Tensor | None]:
-    """(∂θ′/∂θ)ᵀ v by autograd; None entries where θ′ does not depend on θ."""
-    keys = [k for k in outputs if outputs[k].requires_grad]
-    if not keys:
-        return [None] * len(params)
-    return list(torch.autograd.grad([outputs[k] for k in keys], tuple(params.values()),
-                                    grad_outputs=[direction[k] for k in keys], allow_unused=True))
-
 
 # ----------------------------------------------------------------------------------------------
 # Q1: one inner step
@@ -130,12 +49,12 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
     """
     problem = make_problem(seed, hidden=hidden, activation=activation, dtype=dtype)
     model, x, y = problem.model, problem.x_s, problem.y_s
-    atol, rtol = _tolerances(dtype)
+    atol, rtol = tolerances(dtype)
     direction = random_direction(problem.params, seed)
     for create_graph in (False, True):
         label = f"inner_step(..., create_graph={create_graph})"
         theta = problem.theta()
-        before = _detached({n: p.clone() for n, p in theta.items()})
+        before = detached({n: p.clone() for n, p in theta.items()})
         out = call_student(inner_step, "inner_step", model, theta, x, y, lr, create_graph)
         expect_params_like(label, out, theta)
         if not params_close(theta, before, 0.0, 0.0):
@@ -158,13 +77,13 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
                               got="tensors with requires_grad=False (detached)",
                               hint="do not detach θ′ (no .detach(), .data or torch.no_grad()): even in first order, "
                                    "θ′ = θ − α·g must let the outer gradient flow back to θ; only g may be a constant")
-        vjp = _vjp(out, theta, direction)
+        vjp = vector_jacobian_product(out, theta, direction)
         if any(v is None for v in vjp):
             raise CheckFailed(f"{label}: θ′ connected to θ", expected="every entry of θ′ to depend on θ", got="a disconnected entry",
                               hint=HINT_UNUSED)
         vjp_dict = dict(zip(theta, vjp))
         if create_graph:
-            ref_vjp = dict(zip(reference_theta, _vjp(reference, reference_theta, direction)))
+            ref_vjp = dict(zip(reference_theta, vector_jacobian_product(reference, reference_theta, direction)))
             if params_close(vjp_dict, direction, atol, rtol):
                 raise CheckFailed(f"{label}: ∂θ′/∂θ", expected="I − α∇²L_support(θ) (the graph of the gradient is kept)",
                                   got="the identity: the gradient was treated as a constant",
@@ -183,7 +102,7 @@ def check_inner_step(inner_step: Callable[..., Params], *, seed: int = 0, hidden
 
 def _adapt_from_own(model: nn.Module, x: Tensor, y: Tensor, lr: float, steps: int = 1) -> Params:
     own = {n: p.detach().clone().requires_grad_(True) for n, p in params_of(model).items()}
-    return _detached(adapt(model, own, x, y, lr=lr, steps=steps, first_order=True))
+    return detached(adapt(model, own, x, y, lr=lr, steps=steps, first_order=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,12 +113,12 @@ def _outer_gradient(problem: Problem, *, lr: float, steps: int, first_order: boo
     """dL_query(θ′)/dθ for one task, through ``steps`` inner steps (or ∇L_query(θ′) if first order)."""
     theta = problem.theta() if start is None else {n: p.detach().clone().requires_grad_(True) for n, p in start.items()}
     adapted = adapt_any_lr(problem.model, theta, problem.x_s, problem.y_s, lr=lr, steps=steps, first_order=first_order)
-    return _grad(mse(forward(problem.model, adapted, problem.x_q), problem.y_q), theta)
+    return grad_dict(mse(forward(problem.model, adapted, problem.x_q), problem.y_q), theta)
 
 
 def _query_gradient_at_theta(problem: Problem) -> Params:
     theta = problem.theta()
-    return _grad(mse(forward(problem.model, theta, problem.x_q), problem.y_q), theta)
+    return grad_dict(mse(forward(problem.model, theta, problem.x_q), problem.y_q), theta)
 
 
 def _outer_gradient_mistakes(problem: Problem, *, lr: float, steps: int, first_order: bool) -> list[tuple[Params, str]]:
@@ -235,7 +154,7 @@ def _check_outer_gradient(fn: Callable[..., Params], fn_name: str, *, first_orde
     label = f"{fn_name}(..., lr={lr}, steps={steps})"
     expect_params_like(label, out, theta, hint="return {name: gradient} with one entry per parameter of θ")
     reference = _outer_gradient(problem, lr=lr, steps=steps, first_order=first_order)
-    atol, rtol = _tolerances(dtype)
+    atol, rtol = tolerances(dtype)
     diagnose(label, out, reference, _outer_gradient_mistakes(problem, lr=lr, steps=steps, first_order=first_order),
              atol=atol, rtol=rtol,
              hint="adapt θ′ from params on (x_s, y_s), compute the query loss at θ′ on (x_q, y_q), and take "
@@ -353,13 +272,13 @@ def check_reptile_direction(reptile_direction: Callable[..., Params], *, seed: i
 
     def phi_from(start: Params, n_steps: int, step_lr: float = lr) -> Params:
         leaves = {n: p.detach().clone().requires_grad_(True) for n, p in start.items()}
-        return _detached(adapt(problem.model, leaves, x, y, lr=step_lr, steps=n_steps, first_order=True))
+        return detached(adapt(problem.model, leaves, x, y, lr=step_lr, steps=n_steps, first_order=True))
 
-    base = _detached(problem.params)
+    base = detached(problem.params)
     phi = phi_from(base, steps)
     reference = {n: base[n] - phi[n] for n in base}
     one = phi_from(base, 1)
-    own = _detached(params_of(problem.model))
+    own = detached(params_of(problem.model))
     own_phi = phi_from(own, steps)
     mistakes = [
         ({n: phi[n] - base[n] for n in base},
@@ -369,7 +288,7 @@ def check_reptile_direction(reptile_direction: Callable[..., Params], *, seed: i
          f"only one SGD step was taken: run steps={steps} steps, each from the previous φ_k"),
         ({n: own[n] - own_phi[n] for n in base}, HINT_OWN_PARAMS),
     ]
-    atol, rtol = _tolerances(dtype)
+    atol, rtol = tolerances(dtype)
     diagnose(label, out, reference, mistakes, atol=atol, rtol=rtol,
              hint="φ = θ; repeat steps times: φ ← φ − lr ∇L(φ) on (x, y); return {name: θ − φ}")
     passed(f"Reptile direction θ − φ after {steps} SGD step{'s' if steps != 1 else ''} matches")
