@@ -18,8 +18,10 @@ cli=${METALEARN_EDU_CLI:-metalearn-edu}
 train() { $cli train navigation2d --quiet "$@"; }
 # PPO-MAML's adaptation rule: the paper protocol's values, with the GAE lambda it was meta-trained with
 ppo_protocol=(--protocol custom --horizon 100 --gae-lambda 0.95)
+ppo_last=() ppo_best=()  # the PPO-MAML run folders (last checkpoints) and their best.pt files
 for seed in 0 1 2 3 4; do
   train --algo ppo-maml --inner-steps 2 --kl-stop 0.05 --anneal-lr --gae-lambda 0.95 --iterations 350 --seed "$seed" --out "$out/ppo-maml-seed$seed"
+  ppo_last+=("$out/ppo-maml-seed$seed") && ppo_best+=("$out/ppo-maml-seed$seed/best.pt")
 done
 for seed in 0 1 2; do
   train --algo maml-vpg --anneal-lr --iterations 2000 --seed "$seed" --out "$out/maml-vpg-seed$seed"
@@ -27,18 +29,18 @@ done
 train --algo maml-trpo --iterations 186 --seed 0 --out "$out/maml-trpo-seed0"
 train --algo ppo-inner --anneal-lr --iterations 1000 --seed 0 --out "$out/ppo-inner-seed0"
 train --algo pretrain --anneal-lr --iterations 1800 --seed 0 --out "$out/pretrain-seed0"
-$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2,3,4}/best.pt --baselines --out "$out/eval-best-ppo-maml"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_best[@]}" --baselines --out "$out/eval-best-ppo-maml"
 # the same policies adapted with Finn et al.'s lambda = 1, which they were not meta-trained for
-$cli evaluate navigation2d --protocol paper --checkpoint "$out"/ppo-maml-seed{0,1,2,3,4}/best.pt --out "$out/eval-best-ppo-maml-lambda1"
+$cli evaluate navigation2d --protocol paper --checkpoint "${ppo_best[@]}" --out "$out/eval-best-ppo-maml-lambda1"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2}/best.pt \
   "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
   --out "$out/eval-best"
-$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2,3,4} --out "$out/eval-last-ppo-maml"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_last[@]}" --out "$out/eval-last-ppo-maml"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2} \
   "$out"/maml-trpo-seed0 "$out"/ppo-inner-seed0 --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
-$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "$out"/ppo-maml-seed{0,1,2,3,4}/best.pt --diagnose --out "$out/eval-diagnose"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_best[@]}" --diagnose --out "$out/eval-diagnose"
 # the same checkpoints adapted on the batch of Finn et al.'s released test script (4000 env steps of whole episodes per step)
-$cli evaluate navigation2d "${ppo_protocol[@]}" --batch-steps 4000 --checkpoint "$out"/ppo-maml-seed{0,1,2,3,4}/best.pt \
+$cli evaluate navigation2d "${ppo_protocol[@]}" --batch-steps 4000 --checkpoint "${ppo_best[@]}" \
   --out "$out/eval-batch4000-ppo-maml"
 $cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint \
   "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines \
