@@ -1,0 +1,66 @@
+"""``rl.run_summary``: training tails and the spread of repeated evaluations, on hand-made files."""
+
+import json
+
+import pytest
+
+from metalearn_edu.rl.run_summary import evaluation_spread, main, read_metrics, training_tail
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"iteration": i, "pre_return": -40.0 + i, "return_after_1": -12.0 + i, "post_return": -4.0 + i, "kl": 0.01}
+            for i in range(1, n + 1)]
+
+
+def _record(seed: int, mean: list[float], task_seed: int = 0) -> dict:
+    return {"protocol": {"steps": 2, "test_tasks": 40, "task_seed": task_seed, "seed": seed}, "steps": [0, 1, 2],
+            "methods": {"ppo-maml": {"mean": mean}}}
+
+
+def test_training_tail_averages_the_last_rows_of_every_return_column():
+    tail = training_tail(_rows(10), last=4)  # iterations 7..10
+    assert list(tail) == ["pre_return", "return_after_1", "post_return"]
+    assert tail == pytest.approx({"pre_return": -40.0 + 8.5, "return_after_1": -12.0 + 8.5, "post_return": -4.0 + 8.5})
+
+
+@pytest.mark.parametrize("last, match", [(0, "positive"), (True, "positive"), (11, "only 10")])
+def test_training_tail_rejects_bad_windows(last, match):
+    with pytest.raises(ValueError, match=match):
+        training_tail(_rows(10), last=last)
+
+
+def test_training_tail_names_a_file_that_is_not_a_meta_rl_run():
+    with pytest.raises(ValueError, match="lack pre_return"):
+        training_tail([{"iteration": 1, "loss": 0.5}], last=1)
+
+
+def test_evaluation_spread_is_the_mean_and_sample_sd_over_seeds():
+    spread = evaluation_spread([_record(0, [-40.0, -11.0, -3.0]), _record(1, [-40.0, -13.0, -4.0])])
+    assert spread["method"] == "ppo-maml" and spread["repeats"] == 2 and spread["steps"] == [0, 1, 2]
+    assert spread["mean"] == pytest.approx([-40.0, -12.0, -3.5])
+    assert spread["sd"] == pytest.approx([0.0, 2 ** 0.5, 0.5 ** 0.5])
+
+
+def test_evaluation_spread_refuses_evaluations_that_are_not_repeats():
+    with pytest.raises(ValueError, match="more than their seed"):
+        evaluation_spread([_record(0, [-40.0, -11.0, -3.0]), _record(1, [-40.0, -13.0, -4.0], task_seed=1)])
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluation_spread([_record(0, [-40.0, -11.0, -3.0])])
+    with pytest.raises(ValueError, match="'maml-vpg' is not"):
+        evaluation_spread([_record(0, [-40.0, -11.0, -3.0]), _record(1, [-40.0, -13.0, -4.0])], method="maml-vpg")
+
+
+def test_cli_prints_both_summaries(tmp_path, capsys):
+    for s in range(2):
+        run = tmp_path / f"run{s}"
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(5 + s)))
+        (run / "eval.json").write_text(json.dumps(_record(s, [-40.0, -11.0 - 2 * s, -3.0])))
+    assert len(read_metrics(tmp_path / "run1")) == 6
+    assert main(["tail", str(tmp_path / "run0"), str(tmp_path / "run1"), "--last", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "mean +- 95% CI over 2 runs" in out and "post_return" in out
+    assert main(["evals", str(tmp_path / "run0" / "eval.json"), str(tmp_path / "run1" / "eval.json")]) == 0
+    assert "-12.00" in capsys.readouterr().out  # the mean after one step
+    assert main(["tail", str(tmp_path / "missing")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
