@@ -163,6 +163,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"anneal_lr": "yes"}, "anneal_lr must be True or False"),
         ({"log_std_scale": 0.0}, "log_std_scale must be a positive number"),
         ({"log_std_lr_scale": -1.0}, "log_std_lr_scale must be a positive number"),
+        ({"algo": "maml-trpo", "log_std_lr_scale": 0.5}, "log_std_lr_scale scales the Adam step size"),
         ({"state_dependent_std": "no"}, "state_dependent_std must be True or False"),
         ({"outer_every_step": 1}, "outer_every_step must be True or False"),
         ({"threads": 0}, "threads must be a positive integer"),

@@ -147,6 +147,9 @@ class RLTrainConfig:
             raise ValueError(f"outer_every_step scores every inner step in the outer objective of ppo-maml only, not algo={self.algo!r}")
         if self.anneal_lr and self.algo == "maml-trpo":
             raise ValueError("anneal_lr decays the Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain; maml-trpo has none")
+        if self.log_std_lr_scale != 1.0 and self.algo == "maml-trpo":
+            raise ValueError("log_std_lr_scale scales the Adam step size of log sigma in maml-vpg, ppo-maml, ppo-inner and "
+                             "pretrain; maml-trpo has none (leave it at 1)")
         if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
