@@ -44,7 +44,7 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/
 reproduce: $(STAMP)  ## Finn et al. Table 2 for MAML, pretrain, FOMAML, Reptile (about 20 min) + speed benchmark
 	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu scripts/reproduce_sinusoid.sh runs/table2
 
-reproduce-navigation: $(STAMP)  ## 2D navigation: PPO-MAML (5 seeds), MAML-VPG (3 seeds), MAML-TRPO, PPO-inner and pretrained, then the paper-protocol table (about 2.5 h)
+reproduce-navigation: $(STAMP)  ## 2D navigation: PPO-MAML (5 seeds), MAML-VPG, MAML-TRPO and PPO-inner (3 seeds each), pretrained, then the paper-protocol table (about 3.5 h)
 	METALEARN_EDU_CLI=$(VENV)/bin/metalearn-edu scripts/reproduce_navigation.sh runs/navigation
 
 reproduce-locomotion: $(STAMP)  ## the shipped HalfCheetah PPO-MAML and pretrained checkpoints, their paper-protocol table and videos (CPU hours)

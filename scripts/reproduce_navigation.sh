@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the 2D navigation table of docs/RESULTS.md: PPO-MAML (5 seeds: two inner steps in training, the
-# KL guard, an annealed outer step and GAE lambda 0.95 in every advantage), MAML-VPG (3 seeds), MAML-TRPO and
-# PPO-inner (seed 0), the pretrained multi-task baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts
+# KL guard, an annealed outer step and GAE lambda 0.95 in every advantage), MAML-VPG, MAML-TRPO and PPO-inner
+# (3 seeds each), the pretrained multi-task baseline, then Finn et al.'s protocol (40 test tasks, 20 rollouts
 # per step, step size 0.1 then 0.05) on each run's best.pt, with the random-initialisation baseline and the exact
 # oracle, and again on the last checkpoints. PPO-MAML adapts with the advantages it was meta-trained with
 # (--gae-lambda 0.95, so --protocol custom with the paper's other values); the others with Finn et al.'s (lambda 1).
@@ -10,7 +10,7 @@
 # Every run has a fixed iteration count that fits in 15 minutes (5 for pretrain) on the 2-core CPU of RESULTS,
 # one training per core; MAML-TRPO's is the count its 15 minutes reached. A run is deterministic per
 # iteration, so the same counts give the same policies on any machine.
-# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 2.5 h on one core,
+# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 3.5 h on one core,
 # run the trainings two at a time by hand to halve it)
 set -euo pipefail
 out=${1:-runs/navigation}
@@ -25,23 +25,23 @@ for seed in 0 1 2 3 4; do
 done
 for seed in 0 1 2; do
   train --algo maml-vpg --anneal-lr --iterations 2000 --seed "$seed" --out "$out/maml-vpg-seed$seed"
+  train --algo maml-trpo --iterations 186 --seed "$seed" --out "$out/maml-trpo-seed$seed"
+  train --algo ppo-inner --anneal-lr --iterations 1000 --seed "$seed" --out "$out/ppo-inner-seed$seed"
 done
-train --algo maml-trpo --iterations 186 --seed 0 --out "$out/maml-trpo-seed0"
-train --algo ppo-inner --anneal-lr --iterations 1000 --seed 0 --out "$out/ppo-inner-seed0"
 train --algo pretrain --anneal-lr --iterations 1800 --seed 0 --out "$out/pretrain-seed0"
 $cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_best[@]}" --baselines --out "$out/eval-best-ppo-maml"
 # the same policies adapted with Finn et al.'s lambda = 1, which they were not meta-trained for
 $cli evaluate navigation2d --protocol paper --checkpoint "${ppo_best[@]}" --out "$out/eval-best-ppo-maml-lambda1"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2}/best.pt \
-  "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
+  "$out"/maml-trpo-seed{0,1,2}/best.pt "$out"/ppo-inner-seed{0,1,2}/best.pt --baselines --pretrained "$out"/pretrain-seed0/best.pt \
   --out "$out/eval-best"
 $cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_last[@]}" --out "$out/eval-last-ppo-maml"
 $cli evaluate navigation2d --protocol paper --checkpoint "$out"/maml-vpg-seed{0,1,2} \
-  "$out"/maml-trpo-seed0 "$out"/ppo-inner-seed0 --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
+  "$out"/maml-trpo-seed{0,1,2} "$out"/ppo-inner-seed{0,1,2} --pretrained "$out"/pretrain-seed0 --out "$out/eval-last"
 $cli evaluate navigation2d "${ppo_protocol[@]}" --checkpoint "${ppo_best[@]}" --diagnose --out "$out/eval-diagnose"
 # the same checkpoints adapted on the batch of Finn et al.'s released test script (4000 env steps of whole episodes per step)
 $cli evaluate navigation2d "${ppo_protocol[@]}" --batch-steps 4000 --checkpoint "${ppo_best[@]}" \
   --out "$out/eval-batch4000-ppo-maml"
 $cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint \
-  "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed0/best.pt "$out"/ppo-inner-seed0/best.pt --baselines \
+  "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed{0,1,2}/best.pt "$out"/ppo-inner-seed{0,1,2}/best.pt --baselines \
   --pretrained "$out"/pretrain-seed0/best.pt --out "$out/eval-batch4000"
