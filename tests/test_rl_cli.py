@@ -76,6 +76,9 @@ def test_evaluate_with_baselines_writes_json_and_plot(tmp_path, capsys):
     assert "maml-vpg" in table and "pretrained" in table and "random init" in table and "oracle" in table
     record = json.loads((out / "eval.json").read_text())
     assert set(record["methods"]) == {"maml-vpg", "pretrained", "random init"}
+    per_task = record["methods"]["maml-vpg"]["per_task"]  # (steps, tasks); one seed, so the mean is their average
+    assert [len(row) for row in per_task] == [4, 4]
+    assert [sum(row) / 4 for row in per_task] == pytest.approx(record["methods"]["maml-vpg"]["mean"])
     assert record["oracle"]["mean"] > 0 and (out / "adaptation.png").exists()
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from metalearn_edu.rl.run_summary import evaluation_spread, main, read_metrics, training_tail
+from metalearn_edu.rl.run_summary import evaluation_spread, main, paired_by_difficulty, read_metrics, training_tail
 
 
 def _rows(n: int) -> list[dict]:
@@ -12,9 +12,10 @@ def _rows(n: int) -> list[dict]:
             for i in range(1, n + 1)]
 
 
-def _record(seed: int, mean: list[float], task_seed: int = 0) -> dict:
+def _record(seed: int, mean: list[float], task_seed: int = 0, per_task: list[list[float]] | None = None) -> dict:
+    method = {"mean": mean} if per_task is None else {"mean": mean, "per_task": per_task}
     return {"protocol": {"steps": 2, "test_tasks": 40, "task_seed": task_seed, "seed": seed}, "steps": [0, 1, 2],
-            "methods": {"ppo-maml": {"mean": mean}}}
+            "methods": {"ppo-maml": method, "pretrained": {"mean": mean}}}
 
 
 def test_training_tail_averages_the_last_rows_of_every_return_column():
@@ -64,3 +65,37 @@ def test_cli_prints_both_summaries(tmp_path, capsys):
     assert "-12.00" in capsys.readouterr().out  # the mean after one step
     assert main(["tail", str(tmp_path / "missing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+# (steps 0, 1, 2; four test tasks): A's return before adaptation ranks task 1 hardest, then task 3; B differs on those
+A_TASKS = [[-20.0, -50.0, -10.0, -30.0], [-6.0, -15.0, -4.0, -8.0], [-2.5, -5.0, -2.0, -3.0]]
+B_TASKS = [[-20.0, -50.0, -10.0, -30.0], [-6.0, -19.0, -4.0, -12.0], [-2.5, -4.0, -2.0, -2.0]]
+
+
+def test_paired_by_difficulty_splits_the_per_task_difference_by_the_hardest_tasks_of_a():
+    paired = paired_by_difficulty(_record(0, [], per_task=A_TASKS), _record(1, [], per_task=B_TASKS), hardest=0.5)
+    assert paired["method"] == "ppo-maml" and list(paired["groups"]) == ["all", "hardest 2", "other 2"]
+    hard, other = paired["groups"]["hardest 2"], paired["groups"]["other 2"]  # tasks {1, 3} and {0, 2}
+    assert hard["tasks"] == 2 and hard["mean"] == pytest.approx([0.0, -4.0, 1.0])
+    assert other["mean"] == pytest.approx([0.0, 0.0, 0.0]) and other["ci95"] == pytest.approx([0.0, 0.0, 0.0])
+    assert paired["groups"]["all"]["mean"] == pytest.approx([0.0, -2.0, 0.5])
+
+
+def test_paired_by_difficulty_refuses_what_it_cannot_pair():
+    a = _record(0, [], per_task=A_TASKS)
+    with pytest.raises(ValueError, match="cannot be paired"):
+        paired_by_difficulty(a, _record(0, [], task_seed=1, per_task=B_TASKS))
+    with pytest.raises(ValueError, match="run evaluate again"):
+        paired_by_difficulty(a, _record(0, []))
+    with pytest.raises(ValueError, match="hardest must be a fraction"):
+        paired_by_difficulty(a, a, hardest=1.0)
+    with pytest.raises(ValueError, match="'maml-vpg' is not in the first evaluation"):
+        paired_by_difficulty(a, a, method="maml-vpg")
+
+
+def test_cli_prints_the_paired_table(tmp_path, capsys):
+    for name, tasks in (("a", A_TASKS), ("b", B_TASKS)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_record(0, [], per_task=tasks)))
+    assert main(["tasks", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--hardest", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "hardest 2" in out and "-4.00" in out

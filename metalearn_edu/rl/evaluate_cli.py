@@ -138,7 +138,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     record = {
         "env": args.env, "protocol_name": args.protocol, "protocol": asdict(protocol), "steps": args.steps,
         "methods": {name: {"mean": [c.mean[s] for s in args.steps], "ci95": [c.ci95[s] for s in args.steps], "seeds": c.seeds,
-                           "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources}
+                           "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources,
+                           "per_task": [c.per_task[s] for s in args.steps]}  # (steps, N): mean over seeds of each test task
                     for name, c in curves.items()},
         "oracle": oracle,
     }

@@ -14,8 +14,15 @@ each writing ``DIR/eval.json``). The test tasks stay fixed; only the sampled epi
 steps, change. The mean over S estimates what the protocol gives in expectation, and the standard deviation over
 S is the noise of a single protocol run.
 
+``tasks``: where on the test tasks two evaluations of the same protocol differ. The per-task returns (mean over
+seeds) of B minus those of A, paired task by task, over all tasks and over the hardest quarter and the rest, the
+hardest being those where A returns least before adaptation (in 2D navigation: the goals farthest from the start).
+
+    d_k(n) = R^B_k(n) - R^A_k(n)      mean and 95% CI over the tasks n of each group
+
     python -m metalearn_edu.rl.run_summary tail runs/navigation/ppo-maml-seed{0,1,2,3,4} --last 50
     python -m metalearn_edu.rl.run_summary evals runs/nav12/evalseed-350-s{0..7}/eval.json
+    python -m metalearn_edu.rl.run_summary tasks runs/navigation/eval-best-ppo-maml/eval.json runs/nav13/eval-best-mb40-3seeds/eval.json
 """
 
 from __future__ import annotations
@@ -53,28 +60,70 @@ def read_metrics(run: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _method(record: dict, method: str | None, what: str) -> str:
+    names = list(record["methods"])
+    if method is None:
+        learned = [n for n in names if n not in ("pretrained", "random init")]
+        if len(learned) != 1:
+            raise ValueError(f"{what} holds several methods ({', '.join(names)}): choose one with --method")
+        return learned[0]
+    if method not in names:
+        raise ValueError(f"method {method!r} is not in {what}, which holds {', '.join(names)}")
+    return method
+
+
+def _same_tasks(records: Sequence[dict]) -> bool:
+    """Whether the evaluations share protocol, test tasks and steps (they may differ in their seed)."""
+    keys = {json.dumps({"protocol": {k: v for k, v in r["protocol"].items() if k != "seed"}, "steps": r["steps"]}, sort_keys=True)
+            for r in records}
+    return len(keys) == 1
+
+
 def evaluation_spread(records: Sequence[dict], method: str | None = None) -> dict[str, object]:
     """Mean and standard deviation over repeated evaluations of one method's mean return after each step.
 
     ``records``: ``eval.json`` objects of the same checkpoints and test tasks; ``method``: which curve (default: the
-    only one). Returns {"method", "steps", "mean": [K + 1], "sd": [K + 1], "repeats"}.
+    only learned one, leaving out the baselines). Returns {"method", "steps", "mean": [K + 1], "sd": [K + 1], "repeats"}.
     """
     if len(records) < 2:
         raise ValueError(f"evaluation_spread needs at least 2 evaluations, got {len(records)}")
-    names = list(records[0]["methods"])
-    if method is None:
-        if len(names) != 1:
-            raise ValueError(f"the evaluations hold several methods ({', '.join(names)}): choose one with --method")
-        method = names[0]
+    method = _method(records[0], method, "the first evaluation")
     if any(method not in r["methods"] for r in records):
-        raise ValueError(f"method {method!r} is not in every evaluation; the first holds {', '.join(names)}")
-    tasks = {json.dumps({k: v for k, v in r["protocol"].items() if k != "seed"}, sort_keys=True) for r in records}
-    if len(tasks) != 1:
+        raise ValueError(f"method {method!r} is not in every evaluation")
+    if not _same_tasks(records):
         raise ValueError("the evaluations differ in more than their seed (protocol, test tasks or steps): not repeats of one evaluation")
     curves = [r["methods"][method]["mean"] for r in records]  # (S, K + 1)
     columns = list(zip(*curves))
     return {"method": method, "steps": records[0]["steps"], "mean": [statistics.fmean(c) for c in columns],
             "sd": [statistics.stdev(c) for c in columns], "repeats": len(records)}
+
+
+def paired_by_difficulty(a: dict, b: dict, method: str | None = None, hardest: float = 0.25) -> dict[str, object]:
+    """Per-task difference B - A of one method's returns after each step, over all tasks and two difficulty groups.
+
+    ``a``, ``b``: ``eval.json`` objects of the same protocol (same test tasks; the evaluation seed may differ);
+    ``hardest``: the fraction of tasks, those with A's lowest return before adaptation, in the first group.
+    Returns {"method", "steps", "groups": {name: {"tasks", "mean": [K + 1], "ci95": [K + 1]}}}.
+    """
+    if not 0 < hardest < 1:
+        raise ValueError(f"hardest must be a fraction in (0, 1), got {hardest!r}")
+    if not _same_tasks([a, b]):
+        raise ValueError("the two evaluations differ in their protocol, test tasks or steps: their tasks cannot be paired")
+    if a["steps"][0] != 0:
+        raise ValueError(f"the evaluations must include step 0, the return before adaptation that ranks the tasks; they have steps {a['steps']}")
+    name_a, name_b = _method(a, method, "the first evaluation"), _method(b, method, "the second evaluation")
+    if "per_task" not in a["methods"][name_a] or "per_task" not in b["methods"][name_b]:
+        raise ValueError("an eval.json without per-task returns (written before they were recorded): run evaluate again")
+    ra, rb = a["methods"][name_a]["per_task"], b["methods"][name_b]["per_task"]  # (K + 1, N) each
+    n = len(ra[0])
+    order = sorted(range(n), key=lambda i: ra[0][i])  # hardest first: A's lowest return before adaptation
+    cut = max(1, round(hardest * n))
+    groups = {"all": range(n), f"hardest {cut}": order[:cut], f"other {n - cut}": order[cut:]}
+    out = {}
+    for name, idx in groups.items():
+        cells = [mean_ci95([rb[k][i] - ra[k][i] for i in idx]) for k in range(len(ra))]
+        out[name] = {"tasks": len(idx), "mean": [m for m, _ in cells], "ci95": [h for _, h in cells]}
+    return {"method": name_b if name_a == name_b else f"{name_b} - {name_a}", "steps": a["steps"], "groups": out}
 
 
 def _tail(args: argparse.Namespace) -> None:
@@ -96,6 +145,15 @@ def _evals(args: argparse.Namespace) -> None:
     print("sd".ljust(8) + "".join(f"{s:10.2f}" for s in spread["sd"]))
 
 
+def _tasks(args: argparse.Namespace) -> None:
+    a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
+    paired = paired_by_difficulty(a, b, args.method, args.hardest)
+    print(f"{paired['method']}: B - A per test task (B = {args.b}, A = {args.a}); the hardest by A's return before adaptation")
+    print("tasks".ljust(14) + "".join(f"k={k}".rjust(17) for k in paired["steps"]))
+    for name, g in paired["groups"].items():
+        print(name.ljust(14) + "".join(f"{m:8.2f} +- {h:5.2f}" for m, h in zip(g["mean"], g["ci95"])))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metalearn_edu.rl.run_summary", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -107,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     evals.add_argument("files", nargs="+", help="eval.json files of the repeats")
     evals.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only one)")
     evals.set_defaults(func=_evals)
+    tasks = sub.add_parser("tasks", help="per-task difference of two evaluations of the same test tasks, hardest tasks apart")
+    tasks.add_argument("a", help="eval.json of the reference (A)")
+    tasks.add_argument("b", help="eval.json compared with it (B)")
+    tasks.add_argument("--method", default=None, help="the curve to compare when a file holds several (default: the only learned one)")
+    tasks.add_argument("--hardest", type=float, default=0.25, help="fraction of tasks in the hardest group (default: 0.25)")
+    tasks.set_defaults(func=_tasks)
     args = parser.parse_args(argv)
     try:
         args.func(args)
