@@ -91,6 +91,11 @@ def test_paired_by_difficulty_refuses_what_it_cannot_pair():
         paired_by_difficulty(a, a, hardest=1.0)
     with pytest.raises(ValueError, match="'maml-vpg' is not in the first evaluation"):
         paired_by_difficulty(a, a, method="maml-vpg")
+    pretrained_only = {**a, "methods": {"pretrained": a["methods"]["ppo-maml"]}}  # a baseline alone is compared as it is
+    assert paired_by_difficulty(pretrained_only, pretrained_only)["method"] == "pretrained"
+    both = {**a, "methods": {**a["methods"], "maml-vpg": a["methods"]["ppo-maml"]}}
+    with pytest.raises(ValueError, match="several methods"):
+        paired_by_difficulty(both, both)
 
 
 def test_cli_prints_the_paired_table(tmp_path, capsys):

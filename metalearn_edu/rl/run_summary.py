@@ -22,7 +22,7 @@ hardest being those where A returns least before adaptation (in 2D navigation: t
 
     python -m metalearn_edu.rl.run_summary tail runs/navigation/ppo-maml-seed{0,1,2,3,4} --last 50
     python -m metalearn_edu.rl.run_summary evals runs/nav12/evalseed-350-s{0..7}/eval.json
-    python -m metalearn_edu.rl.run_summary tasks runs/navigation/eval-best-ppo-maml/eval.json runs/nav13/eval-best-mb40-3seeds/eval.json
+    python -m metalearn_edu.rl.run_summary tasks runs/nav13/eval-pt-headline/eval.json runs/nav13/eval-pt-ls-0.3/eval.json
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def read_metrics(run: str | Path) -> list[dict]:
 
 def _method(record: dict, method: str | None, what: str) -> str:
     names = list(record["methods"])
-    if method is None:
-        learned = [n for n in names if n not in ("pretrained", "random init")]
+    if method is None:  # the one learned method; the baselines count only when there is nothing else
+        learned = [n for n in names if n not in ("pretrained", "random init")] or names
         if len(learned) != 1:
             raise ValueError(f"{what} holds several methods ({', '.join(names)}): choose one with --method")
         return learned[0]
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail.set_defaults(func=_tail)
     evals = sub.add_parser("evals", help="mean and sd over repeats of one evaluation with different --seed")
     evals.add_argument("files", nargs="+", help="eval.json files of the repeats")
-    evals.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only one)")
+    evals.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     evals.set_defaults(func=_evals)
     tasks = sub.add_parser("tasks", help="per-task difference of two evaluations of the same test tasks, hardest tasks apart")
     tasks.add_argument("a", help="eval.json of the reference (A)")
