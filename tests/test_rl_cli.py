@@ -7,7 +7,7 @@ import pytest
 from metalearn_edu.cli import main
 
 TINY = ["--iterations", "2", "--meta-batch", "2", "--rollouts", "3", "--horizon", "8", "--hidden", "8",
-        "--ppo-epochs", "2", "--checkpoint-every", "1", "--quiet"]
+        "--checkpoint-every", "1", "--quiet"]
 
 
 @pytest.mark.parametrize("verb", ["train", "evaluate"])
@@ -96,6 +96,25 @@ def test_errors_name_the_argument(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["evaluate", "navigation2d"]) == 2
     assert "--checkpoint must name at least one checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("algo", "flag", "value", "readers"), [
+    ("maml-vpg", "--clip", "0.2", "ppo-maml, ppo-inner only"),
+    ("maml-trpo", "--outer-lr", "1e-3", "maml-vpg, ppo-maml, ppo-inner, pretrain only"),
+    ("pretrain", "--gae-lambda", "0.95", "maml-vpg, maml-trpo, ppo-maml, ppo-inner only"),
+    ("ppo-inner", "--estimator", "dice", "maml-vpg, maml-trpo, ppo-maml only"),
+    ("ppo-maml", "--max-kl", "0.02", "maml-trpo only"),
+])
+def test_a_flag_the_algorithm_would_ignore_is_refused_by_name(tmp_path, capsys, algo, flag, value, readers):
+    out = tmp_path / "run"
+    assert main(["train", "navigation2d", "--algo", algo, *TINY, flag, value, "--out", str(out)]) == 2
+    assert f"{flag} is read by {readers}; --algo {algo} would ignore it" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything is written
+
+
+def test_flags_every_algorithm_reads_and_estimator_auto_are_accepted(tmp_path):
+    assert main(["train", "navigation2d", "--algo", "ppo-inner", *TINY, "--estimator", "auto", "--inner-lr", "0.2",
+                 "--gae-lambda", "0.9", "--clip", "0.2", "--iterations", "1", "--out", str(tmp_path / "run")]) == 0
 
 
 def _protocol_of(argv):

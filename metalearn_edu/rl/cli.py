@@ -57,7 +57,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         env, aliases=hyphenated_aliases(env), help=f"meta-train a policy on {env}",
         description=f"Meta-train a policy on {description}. Writes config.json, metrics.jsonl (pre- and post-update "
         "return, KL, time per iteration), checkpoint.pt and curve.png into --out; rerunning the same command resumes "
-        "from the checkpoint. Defaults: ProMP / Finn et al. sizes for a laptop CPU.",
+        "from the checkpoint. Defaults: ProMP / Finn et al. sizes for a laptop CPU. A flag that the chosen --algo would "
+        "ignore (e.g. --clip with maml-vpg) is refused.",
     )
     p.add_argument("--algo", default=d["algo"], help=f"{ALGO_HELP} (default: {d['algo']})",
                    choices=("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner", "pretrain"))
@@ -116,6 +117,7 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
 
 
 def _train(args: argparse.Namespace) -> int:
+    from metalearn_edu.rl.config import check_fields_apply
     from metalearn_edu.rl.train import RLTrainConfig, train_rl
 
     names = {f.name for f in fields(RLTrainConfig)} - {"env", "device", "seed"}
@@ -124,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["hidden"] = tuple(overrides["hidden"])
     config = RLTrainConfig.for_env(args.env, seed=args.seed, device=args.device, **overrides)
     config.validate()
+    check_fields_apply(config.algo, overrides)
     out = Path(args.out.replace("ALGO", config.algo).replace("SEED", str(config.seed)))
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
     last = result.last

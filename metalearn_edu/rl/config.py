@@ -24,6 +24,31 @@ ALGORITHMS = ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner", "pretrain")
 # surrogate for Finn's methods, LVC for ProMP (the PPO-inner and pretrain steps carry no meta-gradient)
 AUTO_ESTIMATOR = {"maml-vpg": "naive", "maml-trpo": "naive", "ppo-maml": "lvc", "ppo-inner": "naive", "pretrain": "naive"}
 
+# the config fields that only some algorithms read; the CLI refuses one given explicitly to another algorithm, which
+# would ignore it (a default value cannot be told from a choice, so RLTrainConfig.validate cannot do this itself)
+FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "outer_lr": ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain"),  # maml-trpo steps by its trust region
+    "max_kl": ("maml-trpo",),
+    "ppo_epochs": ("ppo-maml", "ppo-inner"),
+    "clip": ("ppo-maml", "ppo-inner"),
+    "kl_coef": ("ppo-maml", "ppo-inner"),
+    "inner_epochs": ("ppo-inner",),
+    "estimator": ("maml-vpg", "maml-trpo", "ppo-maml"),  # the PPO-inner and pretrain steps carry no meta-gradient
+    "inner_lr": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),  # pretrain does not adapt
+    "inner_lr_later": ("maml-vpg", "maml-trpo", "ppo-maml"),
+    "gae_lambda": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),
+}
+
+
+def check_fields_apply(algo: str, given: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the first field of ``given`` (the values the user chose) that ``algo`` would ignore."""
+    for name, value in given.items():
+        users = FIELD_ALGORITHMS.get(name)
+        if users is not None and algo not in users and not (name == "estimator" and value == "auto"):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is read by {', '.join(users)} only; --algo {algo} would ignore it")
+
+
 SamplerFactory = Callable[..., Any]  # (env, *, horizon, device, backend) -> an object with MetaSampler's API
 
 
@@ -185,4 +210,5 @@ for _arms in (5, 10):
     register_env_preset(EnvPreset(f"bandit{_arms}", f"metalearn_edu/Bandit{_arms}-v0", {"iterations": 1000},
                                   description=f"{_arms}-armed Bernoulli bandits, arm probabilities U[0,1], 10 pulls per episode"))
 
-__all__ = ["ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "env_preset", "register_env_preset"]
+__all__ = ["ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "FIELD_ALGORITHMS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "check_fields_apply",
+           "env_preset", "register_env_preset"]
