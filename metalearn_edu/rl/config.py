@@ -26,8 +26,9 @@ AUTO_ESTIMATOR = {"maml-vpg": "naive", "maml-trpo": "naive", "ppo-maml": "lvc", 
 
 # the config fields that only some algorithms read; the CLI refuses one given explicitly to another algorithm, which
 # would ignore it (a default value cannot be told from a choice, so RLTrainConfig.validate cannot do this itself)
+ADAM_ALGORITHMS = ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain")  # the outer updates by Adam; maml-trpo steps by its trust region
 FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
-    "outer_lr": ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain"),  # maml-trpo steps by its trust region
+    "outer_lr": ADAM_ALGORITHMS,
     "max_kl": ("maml-trpo",),
     "ppo_epochs": ("ppo-maml", "ppo-inner"),
     "clip": ("ppo-maml", "ppo-inner"),
@@ -170,11 +171,11 @@ class RLTrainConfig:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.outer_every_step and self.algo != "ppo-maml":
             raise ValueError(f"outer_every_step scores every inner step in the outer objective of ppo-maml only, not algo={self.algo!r}")
-        if self.anneal_lr and self.algo == "maml-trpo":
-            raise ValueError("anneal_lr decays the Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain; maml-trpo has none")
-        if self.log_std_lr_scale != 1.0 and self.algo == "maml-trpo":
-            raise ValueError("log_std_lr_scale scales the Adam step size of log sigma in maml-vpg, ppo-maml, ppo-inner and "
-                             "pretrain; maml-trpo has none (leave it at 1)")
+        adam = ", ".join(ADAM_ALGORITHMS)
+        if self.anneal_lr and self.algo not in ADAM_ALGORITHMS:
+            raise ValueError(f"anneal_lr decays the Adam step size of {adam}; {self.algo} has none")
+        if self.log_std_lr_scale != 1.0 and self.algo not in ADAM_ALGORITHMS:
+            raise ValueError(f"log_std_lr_scale scales the Adam step size of log sigma in {adam}; {self.algo} has none (leave it at 1)")
         if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
@@ -210,5 +211,5 @@ for _arms in (5, 10):
     register_env_preset(EnvPreset(f"bandit{_arms}", f"metalearn_edu/Bandit{_arms}-v0", {"iterations": 1000},
                                   description=f"{_arms}-armed Bernoulli bandits, arm probabilities U[0,1], 10 pulls per episode"))
 
-__all__ = ["ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "FIELD_ALGORITHMS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "check_fields_apply",
+__all__ = ["ADAM_ALGORITHMS", "ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "FIELD_ALGORITHMS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "check_fields_apply",
            "env_preset", "register_env_preset"]

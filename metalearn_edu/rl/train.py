@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from metalearn_edu.rl.config import (  # the config and presets are re-exported: part of the training API
-    ALGORITHMS, ENV_PRESETS, EnvPreset, RLTrainConfig, env_preset, register_env_preset,
+    ADAM_ALGORITHMS, ALGORITHMS, ENV_PRESETS, EnvPreset, RLTrainConfig, env_preset, register_env_preset,
 )
 from metalearn_edu.rl.maml_rl import MetaBatch, maml_trpo_step, maml_vpg_step, pretrain_step
 from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, MLPPolicy, policy_for_spaces
@@ -208,7 +208,7 @@ def train_rl(
     seed_everything(config.seed)
     sampler = sampler if sampler is not None else make_sampler(config, device)
     policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
-    optimizer = None if config.algo == "maml-trpo" else outer_optimizer(policy, config)
+    optimizer = outer_optimizer(policy, config) if config.algo in ADAM_ALGORITHMS else None
     start, out = 0, Path(out_dir) if out_dir is not None else None
     kl_coef = config.kl_coef  # eta of the next update; changes only with config.kl_target
     recent: list[float] = []  # the training returns of the last best_window iterations (post-update, else pre-update)
