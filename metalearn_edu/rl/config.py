@@ -24,9 +24,9 @@ ALGORITHMS = ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner", "pretrain")
 # surrogate for Finn's methods, LVC for ProMP (the PPO-inner and pretrain steps carry no meta-gradient)
 AUTO_ESTIMATOR = {"maml-vpg": "naive", "maml-trpo": "naive", "ppo-maml": "lvc", "ppo-inner": "naive", "pretrain": "naive"}
 
+ADAM_ALGORITHMS = ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain")  # the outer updates by Adam; maml-trpo steps by its trust region
 # the config fields that only some algorithms read; the CLI refuses one given explicitly to another algorithm, which
 # would ignore it (a default value cannot be told from a choice, so RLTrainConfig.validate cannot do this itself)
-ADAM_ALGORITHMS = ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain")  # the outer updates by Adam; maml-trpo steps by its trust region
 FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "outer_lr": ADAM_ALGORITHMS,
     "max_kl": ("maml-trpo",),
