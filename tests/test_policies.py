@@ -253,3 +253,23 @@ def test_state_dependent_std_starts_at_the_initial_sigma_and_varies_with_the_sta
     assert rebuilt.state_dependent_std
     with pytest.raises(ValueError, match="state_dependent_std"):
         GaussianMLPPolicy(2, 2, state_dependent_std=1)
+
+
+def test_min_std_floors_sigma_without_gradient_below_it_and_leaves_it_alone_above() -> None:
+    from metalearn_edu.rl.train import policy_from_spec, policy_spec
+
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), action_scale=0.1, state_dependent_std=True, min_std=0.4)
+    with torch.no_grad():  # log σ-part = -5 at state 0 (below log 0.4) and 0 at state 1 (above): σ-head bias, row by row
+        policy.net[-1].weight[2:].zero_()
+        policy.net[-1].bias[2:] = torch.tensor([-5.0, 0.0])
+    obs = torch.zeros(1, 2)
+    log_std = policy(obs)[1]
+    torch.testing.assert_close(log_std, torch.tensor([[math.log(0.04), math.log(0.1)]]))  # σ = c max(e^part, min_std)
+    log_std.sum().backward()
+    assert policy.net[-1].bias.grad[2].item() == 0.0 and policy.net[-1].bias.grad[3].item() == 1.0  # floored: no gradient
+    assert policy_from_spec(policy_spec(policy)).min_std == 0.4
+    assert policy_from_spec({k: v for k, v in policy_spec(policy).items() if k != "min_std"}).min_std is None  # old checkpoints
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="min_std must be a positive finite number or None"):
+            GaussianMLPPolicy(2, 2, min_std=bad)

@@ -165,6 +165,8 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"log_std_lr_scale": -1.0}, "log_std_lr_scale must be a positive number"),
         ({"algo": "maml-trpo", "log_std_lr_scale": 0.5}, "log_std_lr_scale scales the Adam step size"),
         ({"state_dependent_std": "no"}, "state_dependent_std must be True or False"),
+        ({"min_std": 0.0}, "min_std must be a positive number or None"),
+        ({"init_log_std": -1.0, "min_std": 0.5}, r"min_std \(0.5\) must be at most the initial sigma exp\(init_log_std\) = 0.3679"),
         ({"outer_every_step": 1}, "outer_every_step must be True or False"),
         ({"threads": 0}, "threads must be a positive integer"),
         ({"algo": "maml-vpg", "outer_every_step": True}, "outer_every_step scores every inner step in the outer objective of ppo-maml only"),

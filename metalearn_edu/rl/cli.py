@@ -85,6 +85,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--log-std-scale", _positive_float, "k: log sigma = log c + k * phi for the learned phi, so one inner step moves log sigma k^2 as far (default 1)"),
         ("--log-std-lr-scale", _positive_float, "the outer Adam step size of phi is beta times this; with --log-std-scale k, 1/k moves "
          "log sigma by beta per outer step as with k = 1, while an inner step still moves it k^2 as far"),
+        ("--min-std", _positive_float, "Gaussian policy: floor on sigma in units of the action scale c, sigma >= c * min-std "
+         "(rllab's min_std) (default: no floor)"),
         ("--checkpoint-every", _positive_int, "iterations between checkpoints"),
         ("--best-window", _positive_int, "keep best.pt, the policy at the best mean training return over this many iterations"),
         ("--threads", _positive_int, "torch CPU threads; 2 runs one meta-RL training on both cores of a 2-core machine about 1.6x as fast "

@@ -124,6 +124,7 @@ class RLTrainConfig:
     init_log_std: float = 0.0  # initial log sigma of the Gaussian policy, in units of action_scale (continuous actions)
     action_scale: float = 1.0  # c: the Gaussian policy's mean is c * MLP(s) and sigma is c * exp(log_std)
     state_dependent_std: bool = False  # Gaussian log sigma(s) = log c + k phi + a linear head on the last hidden layer (False: state-independent)
+    min_std: float | None = None  # floor on the Gaussian sigma in units of c (sigma >= c * min_std; None: no floor, as rllab's min_std)
     log_std_scale: float = 1.0  # k: log sigma = log c + k * phi for the parameter phi, so an inner step moves log sigma k^2 as far
     log_std_lr_scale: float = 1.0  # the outer Adam step size of phi is beta times this; 1 / k keeps log sigma's outer step at beta
     backend: str = "auto"  # sampler backend: auto | batched | loop | vector
@@ -160,7 +161,7 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("inner_lr_later", "kl_target", "kl_stop"):  # optional positive numbers
+        for name in ("inner_lr_later", "kl_target", "kl_stop", "min_std"):  # optional positive numbers
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
@@ -180,6 +181,9 @@ class RLTrainConfig:
             raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
             raise ValueError(f"kl_target adapts the KL penalty of ppo-maml and ppo-inner only, not algo={self.algo!r}")
+        if self.min_std is not None and self.min_std > math.exp(self.init_log_std):
+            raise ValueError(f"min_std ({self.min_std}) must be at most the initial sigma exp(init_log_std) = {math.exp(self.init_log_std):.4g}, "
+                             "or sigma would start pinned at the floor with no gradient")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds or None, got {self.time_limit_s!r}")
         for name in ("kl_coef", "cg_damping"):

@@ -196,6 +196,10 @@ class GaussianMLPPolicy(MLPPolicy):
     layer h(s) (the MLP outputs 2 act_dim numbers; the σ rows start at zero, so σ(s) starts at the
     ``init_log_std`` value everywhere). An inner step then changes σ through the shared trunk, and σ can
     differ between the states explored before adaptation and those reached after it.
+
+    ``min_std`` (in units of c, default None: no floor): σ(s) = c · max(exp(log σ-part), min_std), a hard floor
+    on the noise as rllab's ``min_std``; below it log σ has no gradient. With a state-dependent σ it keeps the
+    σ of the states reached after adaptation from falling to where the 1/σ-sized inner steps become unstable.
     """
 
     def __init__(
@@ -208,7 +212,10 @@ class GaussianMLPPolicy(MLPPolicy):
         action_scale: float = 1.0,
         log_std_scale: float = 1.0,
         state_dependent_std: bool = False,
+        min_std: float | None = None,
     ) -> None:
+        if min_std is not None and (isinstance(min_std, bool) or not isinstance(min_std, (int, float)) or not 0 < min_std < math.inf):
+            raise ValueError(f"min_std must be a positive finite number or None, got {min_std!r}")
         if not isinstance(state_dependent_std, bool):
             raise ValueError(f"state_dependent_std must be True or False, got {state_dependent_std!r}")
         act_dim = _check_positive(act_dim, "act_dim")
@@ -222,6 +229,7 @@ class GaussianMLPPolicy(MLPPolicy):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         self.act_dim, self.action_scale, self.log_std_scale = act_dim, float(action_scale), float(log_std_scale)
+        self.min_std = None if min_std is None else float(min_std)
         # init_log_std is log σ in units of c; the parameter holds it divided by k
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std) / self.log_std_scale))
 
@@ -239,6 +247,8 @@ class GaussianMLPPolicy(MLPPolicy):
             log_std = self.log_std_scale * log_std
         if self.state_dependent_std:  # + w_σ · h(s), the second half of the MLP's output
             net_out, log_std = net_out[..., : self.act_dim], log_std + net_out[..., self.act_dim :]
+        if self.min_std is not None:  # σ >= c * min_std
+            log_std = log_std.clamp_min(math.log(self.min_std))
         if self.action_scale != 1.0:  # μ = c f(s), σ = c exp(log_std)
             return self.action_scale * net_out, (log_std + math.log(self.action_scale)).expand_as(net_out)
         return net_out, log_std.expand_as(net_out)

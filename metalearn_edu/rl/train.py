@@ -54,7 +54,7 @@ def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> A
 
 def build_policy(config: RLTrainConfig, observation_space: Any, action_space: Any) -> MLPPolicy:
     extra = ({"init_log_std": config.init_log_std, "action_scale": config.action_scale, "log_std_scale": config.log_std_scale,
-              "state_dependent_std": config.state_dependent_std} if not hasattr(action_space, "n") else {})
+              "state_dependent_std": config.state_dependent_std, "min_std": config.min_std} if not hasattr(action_space, "n") else {})
     return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
 
 
@@ -63,7 +63,7 @@ def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
     if isinstance(policy, GaussianMLPPolicy):
         return {"kind": "gaussian", "obs_dim": policy.obs_dim, "out_dim": policy.act_dim, "hidden": list(policy.hidden),
                 "activation": policy.activation, "action_scale": policy.action_scale, "log_std_scale": policy.log_std_scale,
-                "state_dependent_std": policy.state_dependent_std}
+                "state_dependent_std": policy.state_dependent_std, "min_std": policy.min_std}
     if isinstance(policy, CategoricalMLPPolicy):
         return {"kind": "categorical", "obs_dim": policy.obs_dim, "out_dim": policy.n_actions, "hidden": list(policy.hidden), "activation": policy.activation}
     raise TypeError(f"policy must be a GaussianMLPPolicy or CategoricalMLPPolicy, got {type(policy).__name__}")
@@ -73,7 +73,7 @@ def policy_from_spec(spec: Mapping[str, Any]) -> MLPPolicy:
     if spec["kind"] == "gaussian":  # checkpoints written before action_scale / log_std_scale existed have c = k = 1
         return GaussianMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"],
                                  action_scale=float(spec.get("action_scale", 1.0)), log_std_scale=float(spec.get("log_std_scale", 1.0)),
-                                 state_dependent_std=bool(spec.get("state_dependent_std", False)))
+                                 state_dependent_std=bool(spec.get("state_dependent_std", False)), min_std=spec.get("min_std"))
     return CategoricalMLPPolicy(int(spec["obs_dim"]), int(spec["out_dim"]), tuple(spec["hidden"]), spec["activation"])
 
 
