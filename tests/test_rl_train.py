@@ -10,7 +10,7 @@ import torch
 
 from metalearn_edu.envs.navigation import Navigation2DEnv
 from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns
-from metalearn_edu.rl.policies import GaussianMLPPolicy
+from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, outer_optimizer, read_metrics, train_rl
 from metalearn_edu.train import DivergenceError
@@ -204,8 +204,21 @@ def test_log_std_lr_scale_survives_annealing_and_resume(tmp_path):
     groups = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
     last = config.outer_lr * (1 - 3 / config.iterations)  # the annealed beta of the last update, iteration index 3
     assert [g["lr"] for g in groups] == pytest.approx([last, 0.25 * last])
-    with pytest.raises(ValueError, match="log_std_lr_scale=0.5 needs a Gaussian policy"):
-        train_rl(replace(TINY, env="bandit5", log_std_lr_scale=0.5), progress=False)
+    bandit = RLTrainConfig.for_env("bandit5", iterations=2, meta_batch=2, rollouts=4)
+    with pytest.raises(ValueError, match="log_std_lr_scale sets the Gaussian policy"):
+        train_rl(replace(bandit, log_std_lr_scale=0.5), progress=False)
+    with pytest.raises(ValueError, match="log_std_lr_scale=0.5 needs a Gaussian policy"):  # the optimizer's own check
+        outer_optimizer(CategoricalMLPPolicy(1, 5, hidden=(8,)), replace(TINY, log_std_lr_scale=0.5))
+
+
+@pytest.mark.parametrize("change", [{"init_log_std": -1.0}, {"action_scale": 0.5}, {"log_std_scale": 2.0},
+                                    {"state_dependent_std": True}, {"min_std": 0.5}])
+def test_a_gaussian_only_field_is_refused_for_discrete_actions(change):
+    (name, value), = change.items()
+    message = (f"{name} sets the Gaussian policy of continuous actions; bandit5 has 5 discrete actions "
+               rf"\(a categorical policy\), which would ignore {name}={value!r}")
+    with pytest.raises(ValueError, match=message):
+        train_rl(RLTrainConfig.for_env("bandit5", iterations=2, meta_batch=2, rollouts=4, **change), progress=False)
 
 
 def test_an_environment_without_set_task_is_refused():
