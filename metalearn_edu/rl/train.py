@@ -52,22 +52,22 @@ def make_sampler(config: RLTrainConfig, device: torch.device | str = "cpu") -> A
     return factory(preset.env, horizon=config.horizon, device=device, backend=config.backend)
 
 
-# the config fields that only a Gaussian policy (continuous actions) reads
-GAUSSIAN_FIELDS = ("init_log_std", "action_scale", "log_std_scale", "log_std_lr_scale", "state_dependent_std", "min_std")
+# the config fields that are keyword arguments of GaussianMLPPolicy (continuous actions only)
+GAUSSIAN_POLICY_FIELDS = ("init_log_std", "action_scale", "log_std_scale", "state_dependent_std", "min_std")
 
 
 def build_policy(config: RLTrainConfig, observation_space: Any, action_space: Any) -> MLPPolicy:
     """The policy of ``config`` for these spaces; a ValueError names a Gaussian-only field set away from its default
     for an env with discrete actions, whose categorical policy would ignore it."""
-    if hasattr(action_space, "n"):
-        defaults = RLTrainConfig()
-        for name in GAUSSIAN_FIELDS:
-            if getattr(config, name) != getattr(defaults, name):
-                raise ValueError(f"{name} sets the Gaussian policy of continuous actions; {config.env} has {action_space.n} discrete "
-                                 f"actions (a categorical policy), which would ignore {name}={getattr(config, name)!r}")
-    extra = ({"init_log_std": config.init_log_std, "action_scale": config.action_scale, "log_std_scale": config.log_std_scale,
-              "state_dependent_std": config.state_dependent_std, "min_std": config.min_std} if not hasattr(action_space, "n") else {})
-    return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
+    if not hasattr(action_space, "n"):
+        extra = {name: getattr(config, name) for name in GAUSSIAN_POLICY_FIELDS}
+        return policy_for_spaces(observation_space, action_space, config.hidden, config.activation, **extra)
+    defaults = RLTrainConfig()
+    for name in (*GAUSSIAN_POLICY_FIELDS, "log_std_lr_scale"):  # and the outer step size of the Gaussian log sigma
+        if getattr(config, name) != getattr(defaults, name):
+            raise ValueError(f"{name} sets the Gaussian policy of continuous actions; {config.env} has {action_space.n} discrete "
+                             f"actions (a categorical policy), which would ignore {name}={getattr(config, name)!r}")
+    return policy_for_spaces(observation_space, action_space, config.hidden, config.activation)
 
 
 def policy_spec(policy: MLPPolicy) -> dict[str, Any]:
