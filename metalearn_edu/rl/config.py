@@ -25,14 +25,15 @@ ALGORITHMS = ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner", "pretrain")
 AUTO_ESTIMATOR = {"maml-vpg": "naive", "maml-trpo": "naive", "ppo-maml": "lvc", "ppo-inner": "naive", "pretrain": "naive"}
 
 ADAM_ALGORITHMS = ("maml-vpg", "ppo-maml", "ppo-inner", "pretrain")  # the outer updates by Adam; maml-trpo steps by its trust region
+PPO_ALGORITHMS = ("ppo-maml", "ppo-inner")  # the outer updates by clipped PPO epochs with a KL penalty
 # the config fields that only some algorithms read; the CLI refuses one given explicitly to another algorithm, which
 # would ignore it (a default value cannot be told from a choice, so RLTrainConfig.validate cannot do this itself)
 FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "outer_lr": ADAM_ALGORITHMS,
     "max_kl": ("maml-trpo",),
-    "ppo_epochs": ("ppo-maml", "ppo-inner"),
-    "clip": ("ppo-maml", "ppo-inner"),
-    "kl_coef": ("ppo-maml", "ppo-inner"),
+    "ppo_epochs": PPO_ALGORITHMS,
+    "clip": PPO_ALGORITHMS,
+    "kl_coef": PPO_ALGORITHMS,
     "inner_epochs": ("ppo-inner",),
     "estimator": ("maml-vpg", "maml-trpo", "ppo-maml"),  # the PPO-inner and pretrain steps carry no meta-gradient
     "inner_lr": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),  # pretrain does not adapt
@@ -177,10 +178,11 @@ class RLTrainConfig:
             raise ValueError(f"anneal_lr decays the Adam step size of {adam}; {self.algo} has none")
         if self.log_std_lr_scale != 1.0 and self.algo not in ADAM_ALGORITHMS:
             raise ValueError(f"log_std_lr_scale scales the Adam step size of log sigma in {adam}; {self.algo} has none (leave it at 1)")
-        if self.kl_stop is not None and self.algo not in ("ppo-maml", "ppo-inner"):
-            raise ValueError(f"kl_stop ends the outer epochs of ppo-maml and ppo-inner only, not algo={self.algo!r}")
-        if self.kl_target is not None and self.algo not in ("ppo-maml", "ppo-inner"):
-            raise ValueError(f"kl_target adapts the KL penalty of ppo-maml and ppo-inner only, not algo={self.algo!r}")
+        ppo = " and ".join(PPO_ALGORITHMS)
+        if self.kl_stop is not None and self.algo not in PPO_ALGORITHMS:
+            raise ValueError(f"kl_stop ends the outer epochs of {ppo} only, not algo={self.algo!r}")
+        if self.kl_target is not None and self.algo not in PPO_ALGORITHMS:
+            raise ValueError(f"kl_target adapts the KL penalty of {ppo} only, not algo={self.algo!r}")
         if self.min_std is not None and self.min_std > math.exp(self.init_log_std):
             raise ValueError(f"min_std ({self.min_std}) must be at most the initial sigma exp(init_log_std) = {math.exp(self.init_log_std):.4g}, "
                              "or sigma would start pinned at the floor with no gradient")
@@ -215,5 +217,5 @@ for _arms in (5, 10):
     register_env_preset(EnvPreset(f"bandit{_arms}", f"metalearn_edu/Bandit{_arms}-v0", {"iterations": 1000},
                                   description=f"{_arms}-armed Bernoulli bandits, arm probabilities U[0,1], 10 pulls per episode"))
 
-__all__ = ["ADAM_ALGORITHMS", "ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "FIELD_ALGORITHMS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "check_fields_apply",
+__all__ = ["ADAM_ALGORITHMS", "ALGORITHMS", "PPO_ALGORITHMS", "AUTO_ESTIMATOR", "ENV_PRESETS", "FIELD_ALGORITHMS", "EnvPreset", "RLTrainConfig", "SamplerFactory", "check_fields_apply",
            "env_preset", "register_env_preset"]
