@@ -116,3 +116,33 @@ def test_the_protocols_discount_and_gae_lambda_are_those_of_its_adaptation_step(
     assert any(not torch.allclose(adapted[name], paper[name]) for name in paper)
     with pytest.raises(ValueError, match="gae_lambda must be a number in \\[0, 1\\], got 1.5"):
         Protocol(gae_lambda=1.5)
+
+
+def test_after_step_replaces_the_adapted_parameters_that_the_next_step_and_its_episodes_use():
+    """The probe hook of adaptation_path: an identity hook changes nothing; a hook that shifts log sigma after
+    step 1 changes the episodes of step 1 and the step taken from them, and leaves step 0 alone."""
+    policy, sampler = _setup()
+    protocol = Protocol(steps=2, test_tasks=3, rollouts=4, horizon=HORIZON)
+    calls = []
+
+    def identity(k, params):
+        calls.append(k)
+        return params
+
+    def shift(k, params):
+        return {**params, "log_std": params["log_std"] - 0.5} if k == 1 else params
+
+    with sampler:
+        plain = list(adaptation_path(policy, sampler, protocol))
+        same = list(adaptation_path(policy, sampler, protocol, after_step=identity))
+        shifted = list(adaptation_path(policy, sampler, protocol, after_step=shift))
+    assert calls == [1, 2]
+    for (_, p, b), (_, q, c) in zip(plain, same):
+        torch.testing.assert_close(b.actions, c.actions)
+        for name in p or {}:
+            torch.testing.assert_close(p[name], q[name])
+    torch.testing.assert_close(shifted[0][2].actions, plain[0][2].actions)  # step 0: untouched
+    torch.testing.assert_close(shifted[1][1]["log_std"], plain[1][1]["log_std"] - 0.5)
+    torch.testing.assert_close(shifted[1][1]["net.0.weight"], plain[1][1]["net.0.weight"])
+    assert not torch.allclose(shifted[1][2].actions, plain[1][2].actions)  # step 1's episodes use the smaller sigma
+    assert not torch.allclose(shifted[2][1]["net.0.weight"], plain[2][1]["net.0.weight"])  # and so does step 2's gradient

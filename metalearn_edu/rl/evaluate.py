@@ -138,12 +138,14 @@ def test_tasks(sampler: Any, protocol: Protocol) -> list[Any]:
     return sampler.sample_tasks(protocol.test_tasks, rng=np.random.default_rng([protocol.task_seed, TEST_TASK_STREAM, 1]))
 
 
-def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Iterator[tuple[int, dict[str, Tensor] | None, Any]]:
+def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None,
+                    after_step: Callable[[int, dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Iterator[tuple[int, dict[str, Tensor] | None, Any]]:
     """The protocol's adaptation, one step at a time: yields ``(k, params_k, batch_k)`` for k = 0..K.
 
     ``params_k`` are the parameters after k steps, stacked per task on a leading T dim (None for k = 0:
     the policy's own), and ``batch_k`` the B episodes per task sampled with them; theta_{k+1} is one vanilla
     policy-gradient step of size alpha_k on ``batch_k`` (standardised advantages over the linear baseline).
+    ``after_step(k, params_k)``, for probes only (not the protocol), replaces ``params_k`` (k >= 1) before they are used.
     """
     tasks = test_tasks(sampler, protocol) if tasks is None else tasks
     params = {n: p.detach() for n, p in policy.parameters_dict().items()}
@@ -154,6 +156,8 @@ def adaptation_path(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: 
         if k < protocol.steps:
             inner = InnerSpec(lr=protocol.step_size(k), estimator="naive", gamma=protocol.gamma, gae_lambda=protocol.gae_lambda)
             params = inner.adapt_detached(policy, params, batch, per_task_params=per_task)
+            if after_step is not None:
+                params = after_step(k + 1, params)
             per_task = True
 
 
