@@ -12,7 +12,8 @@ from metalearn_edu.rl.inner import inner_surrogate
 from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, post_log_probs
 from metalearn_edu.rl.objectives import mean_episode_length
 from metalearn_edu.rl.policies import GaussianMLPPolicy
-from metalearn_edu.rl.ppo_maml import clipped_objective, ppo_adapt, ppo_inner_step, pre_update_kl, promp_step, shrink_step_to_kl
+from metalearn_edu.rl.ppo_maml import (clipped_objective, post_update_kl, ppo_adapt, ppo_inner_step, pre_update_kl, promp_step,
+                                      shrink_step_to_kl)
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.trpo import flatten, unflatten
 
@@ -198,6 +199,38 @@ def test_kl_stop_shrinks_the_epoch_that_overshoots_and_ends_the_update(small):
         kept_kl = float(pre_update_kl(policy, before, meta.pre))
     assert 0 < capped["epochs_kept"] < 4 and kept_kl <= full_kl / 2
     assert "objective_first" in tight and "kl_first" in tight  # statistics of the epoch that was undone are still reported
+
+
+def test_post_kl_stop_bounds_how_far_the_update_moves_the_adapted_policies(small):
+    policy, meta = small
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    inner = InnerSpec(estimator="lvc")
+
+    def run(**guards):
+        policy.load_state_dict(start)
+        optimizer = torch.optim.Adam(policy.parameters(), 3e-2)
+        stats = promp_step(policy, optimizer, meta, inner, epochs=4, **guards)
+        return stats, {k: v.clone() for k, v in policy.state_dict().items()}
+
+    free, free_params = run()
+    assert "post_kl" not in free
+    loose, loose_params = run(post_kl_stop=1e9)  # never reached: the same update, and its post-update KL reported
+    assert loose["epochs_kept"] == 4.0 and loose["post_kl"] > 0.0
+    assert all(torch.equal(loose_params[k], free_params[k]) for k in free_params)
+    old_raw = tuple(r.detach() for r in policy.raw_outputs(inner.adapt_detached(policy, _as_params(start), meta.pre), meta.post.observations, task_dim=1))
+    adapted = inner.adapt_detached(policy, _as_params(free_params), meta.pre)
+    torch.testing.assert_close(torch.tensor(loose["post_kl"]), post_update_kl(policy, old_raw, adapted, meta.post).detach())
+    capped, _ = run(post_kl_stop=loose["post_kl"] / 2)  # stops part-way, within the bound
+    assert 0 < capped["epochs_kept"] < 4 and capped["post_kl"] <= loose["post_kl"] / 2
+    both, _ = run(kl_stop=1e9, post_kl_stop=loose["post_kl"] / 2)  # a loose pre-update bound leaves the post-update one in charge
+    assert both["epochs_kept"] == capped["epochs_kept"]
+    tight, tight_params = run(post_kl_stop=1e-12)  # undone: nothing moves
+    assert tight["epochs_kept"] == 0.0 and tight["post_kl"] == 0.0
+    assert all(torch.equal(tight_params[k], start[k]) for k in start)
+
+
+def _as_params(state):
+    return {k: v.detach() for k, v in state.items()}
 
 
 def test_shrink_step_to_kl_halves_the_step_until_within_the_bound():

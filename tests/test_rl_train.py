@@ -156,6 +156,8 @@ def test_resume_refuses_a_different_config(tmp_path):
         ({"kl_target": 0.0}, "kl_target must be a positive number or None"),
         ({"kl_stop": -1.0}, "kl_stop must be a positive number or None"),
         ({"algo": "maml-vpg", "kl_stop": 0.1}, "kl_stop ends the outer epochs of ppo-maml and ppo-inner only"),
+        ({"post_kl_stop": 0.0}, "post_kl_stop must be a positive number or None"),
+        ({"algo": "maml-trpo", "post_kl_stop": 0.1}, "post_kl_stop ends the outer epochs of ppo-maml and ppo-inner only"),
         ({"inner_lr_later": -0.1}, "inner_lr_later must be a positive number or None"),
         ({"algo": "ppo-inner", "inner_steps": 2}, "inner_steps > 1 needs algo maml-vpg, maml-trpo or ppo-maml"),
         ({"algo": "maml-trpo", "kl_target": 0.01}, "kl_target adapts the KL penalty of ppo-maml and ppo-inner only"),

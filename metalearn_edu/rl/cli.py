@@ -76,6 +76,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--kl-coef", float, "eta: weight of the KL penalty on the pre-update policy (ProMP); the start value with --kl-target"),
         ("--kl-target", _positive_float, "adapt eta after each update: x2 if its KL > 1.5 target, /2 if < target/1.5 (ProMP)"),
         ("--kl-stop", _positive_float, "shrink the outer epoch whose pre-update KL exceeds this back by halves until within it, then end the update (ppo-maml, ppo-inner); metrics epochs_kept"),
+        ("--post-kl-stop", _positive_float, "the same guard on the post-update KL of the adapted policies, on their post-update "
+         "episodes (ppo-maml, ppo-inner); metrics post_kl"),
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),

@@ -115,6 +115,7 @@ class RLTrainConfig:
     kl_target: float | None = None  # if set, eta is doubled after an update whose KL > 1.5 kl_target, halved if < kl_target / 1.5
     kl_stop: float | None = None  # if set, shrink the outer epoch that takes KL(pi_theta_old || pi_theta) above this back by
                                   # halves until within it (undo it after ten), and end the update (metrics: epochs_kept)
+    post_kl_stop: float | None = None  # the same guard on the post-update KL of the adapted policies (MAML-TRPO bounds that KL); metrics: post_kl
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
@@ -162,7 +163,7 @@ class RLTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("inner_lr_later", "kl_target", "kl_stop", "min_std"):  # optional positive numbers
+        for name in ("inner_lr_later", "kl_target", "kl_stop", "post_kl_stop", "min_std"):  # optional positive numbers
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
@@ -179,8 +180,9 @@ class RLTrainConfig:
         if self.log_std_lr_scale != 1.0 and self.algo not in ADAM_ALGORITHMS:
             raise ValueError(f"log_std_lr_scale scales the Adam step size of log sigma in {adam}; {self.algo} has none (leave it at 1)")
         ppo = " and ".join(PPO_ALGORITHMS)
-        if self.kl_stop is not None and self.algo not in PPO_ALGORITHMS:
-            raise ValueError(f"kl_stop ends the outer epochs of {ppo} only, not algo={self.algo!r}")
+        for name in ("kl_stop", "post_kl_stop"):
+            if getattr(self, name) is not None and self.algo not in PPO_ALGORITHMS:
+                raise ValueError(f"{name} ends the outer epochs of {ppo} only, not algo={self.algo!r}")
         if self.kl_target is not None and self.algo not in PPO_ALGORITHMS:
             raise ValueError(f"kl_target adapts the KL penalty of {ppo} only, not algo={self.algo!r}")
         if self.min_std is not None and self.min_std > math.exp(self.init_log_std):

@@ -46,6 +46,15 @@ def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBa
     return kl.mean()
 
 
+def post_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], adapted: Params, post: EpisodeBatch) -> Tensor:
+    """(1/T) sum_i mean_t KL(pi_theta'_i(theta_old)(.|s_t) || pi_theta'_i(theta)(.|s_t)) over task i's post-update states
+    (scalar): how far an outer step moved the adapted policies, the quantity MAML-TRPO's trust region bounds.
+    ``old_raw``: the raw outputs of the adapted policies at theta_old on ``post.observations``, detached."""
+    new_raw = policy.raw_outputs(adapted, post.observations, task_dim=1)
+    kl = kl_divergence(policy.make_distribution(old_raw, validate=False), policy.make_distribution(new_raw, validate=False), post.mask)
+    return kl.mean()
+
+
 def shrink_step_to_kl(params: Params, start: Params, kl: Callable[[], float], bound: float, halvings: int = 10) -> float:
     """Pull ``params`` back toward ``start`` along the step just taken until ``kl()`` <= ``bound``, in place.
 
@@ -81,6 +90,7 @@ def ppo_outer_epochs(
     kl_coef: float,
     kl_stop: float | None = None,
     every_step: bool = False,
+    post_kl_stop: float | None = None,
 ) -> dict[str, float]:
     """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)[-1]) - kl_coef KL(pi_theta_old || pi_theta).
 
@@ -91,9 +101,11 @@ def ppo_outer_epochs(
     so rho = 1 exactly at the first epoch. With ``kl_stop``, an epoch whose step takes the pre-update
     KL(pi_theta_old || pi_theta) above ``kl_stop`` is shrunk back along its own direction by halves
     (:func:`shrink_step_to_kl`) until the KL is within the bound, and the remaining epochs are skipped;
-    if ten halvings do not suffice the step is undone, Adam's state included. Returns the objective, KL
-    and clip fraction at the first and last epochs, and ``epochs_kept`` (full epochs plus the fraction
-    kept of the shrunk one).
+    if ten halvings do not suffice the step is undone, Adam's state included. ``post_kl_stop`` guards the
+    same way the post-update KL of the last adapted policies (:func:`post_update_kl`); with both set, an epoch
+    is shrunk until both are within their bounds. Returns the objective, KL and clip fraction at the first and
+    last epochs, ``epochs_kept`` (full epochs plus the fraction kept of the shrunk one) and, with
+    ``post_kl_stop``, ``post_kl``: the post-update KL of the update kept.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"ppo_epochs must be a positive integer, got {epochs!r}")
@@ -102,13 +114,28 @@ def ppo_outer_epochs(
         old_raw = tuple(r.detach() for r in policy.raw_outputs(None, meta.pre.observations))
     scored = meta.scored(every_step)  # [(episodes, advantages)] after the scored inner steps, the last = post
     post, old_log_probs, stats = meta.post, None, {"epochs_kept": float(epochs)}
+    guarded = kl_stop is not None or post_kl_stop is not None
+    old_post_raw: tuple[Tensor, ...] = ()
+
+    def post_kl() -> float:  # the inner steps need autograd even inside the guard's no_grad
+        with torch.enable_grad():
+            adapted = {n: v.detach() for n, v in adapted_fn(params)[-1].items()}
+        return float(post_update_kl(policy, old_post_raw, adapted, post))
+
+    def guard_ratio() -> float:  # <= 1 when every guarded KL is within its bound
+        ratios = [] if kl_stop is None else [float(pre_update_kl(policy, old_raw, meta.pre)) / kl_stop]
+        return max(ratios + ([] if post_kl_stop is None else [post_kl() / post_kl_stop]))
+
     for epoch in range(epochs):
-        if kl_stop is not None:  # where an overshooting step is pulled back toward
+        if guarded:  # where an overshooting step is pulled back toward
             saved = ({n: v.detach().clone() for n, v in params.items()}, copy.deepcopy(optimizer.state_dict()))
         stages = adapted_fn(params)[-len(scored):]
         stage_log_probs = [post_log_probs(policy, adapted, batch) for adapted, (batch, _) in zip(stages, scored)]  # each (H, T, B)
         if old_log_probs is None:
             old_log_probs = [log_probs.detach() for log_probs in stage_log_probs]
+            if post_kl_stop is not None:
+                with torch.no_grad():
+                    old_post_raw = tuple(r.detach() for r in policy.raw_outputs(stages[-1], post.observations, task_dim=1))
         surrogate = sum(clipped_objective(log_probs, old, advantages, batch.mask, clip)
                         for log_probs, old, (batch, advantages) in zip(stage_log_probs, old_log_probs, scored)) / len(scored)
         log_probs = stage_log_probs[-1]  # the statistics below are those of the post-update episodes
@@ -123,13 +150,18 @@ def ppo_outer_epochs(
         tag = "first" if epoch == 0 else "last"
         stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
                   f"ratio_deviation_{tag}": float(((ratios - 1.0).abs() * post.mask).max())}
-        if kl_stop is not None:
-            kept = shrink_step_to_kl(params, saved[0], lambda: float(pre_update_kl(policy, old_raw, meta.pre)), kl_stop)
+        if guarded:
+            if post_kl_stop is None:  # the pre-update KL against its own bound, as before the post-update guard existed
+                kept = shrink_step_to_kl(params, saved[0], lambda: float(pre_update_kl(policy, old_raw, meta.pre)), kl_stop)
+            else:
+                kept = shrink_step_to_kl(params, saved[0], guard_ratio, 1.0)
             if kept == 0.0:
                 optimizer.load_state_dict(saved[1])
             if kept < 1.0:
                 stats["epochs_kept"] = epoch + kept
                 break
+    if post_kl_stop is not None:
+        stats["post_kl"] = post_kl()
     return stats
 
 
@@ -144,14 +176,16 @@ def promp_step(
     kl_coef: float = 5e-4,
     kl_stop: float | None = None,
     every_step: bool = False,
+    post_kl_stop: float | None = None,
 ) -> dict[str, float]:
     """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step.
 
-    ``every_step``: score the episodes after every inner step, not only the last (see :func:`ppo_outer_epochs`).
+    ``every_step``: score the episodes after every inner step, not only the last; ``kl_stop`` and ``post_kl_stop``:
+    the guards on the pre- and post-update KL (see :func:`ppo_outer_epochs`).
     """
     return ppo_outer_epochs(
         policy, optimizer, meta, lambda params: inner.adapt_meta_path(policy, params, meta, create_graph=True),
-        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop, every_step=every_step,
+        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop, every_step=every_step, post_kl_stop=post_kl_stop,
     )
 
 
@@ -205,14 +239,16 @@ def ppo_inner_step(
     clip: float = 0.3,
     kl_coef: float = 5e-4,
     kl_stop: float | None = None,
+    post_kl_stop: float | None = None,
 ) -> dict[str, float]:
     """First-order outer update of PPO-inner: Delta_i = ``adapted``_i - theta_old held fixed, theta'_i = theta + Delta_i."""
     with torch.no_grad():
         deltas = {n: adapted[n] - p.detach().unsqueeze(0) for n, p in policy.parameters_dict().items()}  # (T, ...)
     return ppo_outer_epochs(
         policy, optimizer, meta, lambda params: [{n: params[n].unsqueeze(0) + deltas[n] for n in params}],
-        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop,
+        epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop, post_kl_stop=post_kl_stop,
     )
 
 
-__all__ = ["adapt_kl_coef", "clipped_objective", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step", "shrink_step_to_kl"]
+__all__ = ["adapt_kl_coef", "clipped_objective", "post_update_kl", "ppo_adapt", "ppo_inner_step", "ppo_outer_epochs", "pre_update_kl", "promp_step",
+           "shrink_step_to_kl"]
