@@ -57,12 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", nargs="+", required=True, help="meta-RL checkpoints (best.pt or checkpoint.pt), one per training seed")
     parser.add_argument("--factor", type=positive_float, required=True, help="sigma is multiplied by this after the chosen steps")
-    parser.add_argument("--after-steps", type=int, nargs="+", default=[1, 2, 3], help="the adaptation steps k (1..K) after which sigma changes")
+    parser.add_argument("--after-steps", type=int, nargs="+", default=None, help="the adaptation steps k (1..K) after which sigma changes (default: all)")
     parser.add_argument("--horizon", type=int, default=None, help="episode length (default: the checkpoint's)")
     parser.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda of the adaptation steps (the protocol's default 1)")
     parser.add_argument("--steps", type=int, default=3, help="K, adaptation steps")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
+    if args.after_steps is None:
+        args.after_steps = list(range(1, args.steps + 1))
     if any(not 1 <= k <= args.steps for k in args.after_steps):
         parser.error(f"--after-steps must lie in 1..{args.steps} (--steps), got {args.after_steps}")
     torch.set_num_threads(1)
