@@ -102,6 +102,17 @@ def test_outer_every_step_changes_the_update_of_a_two_step_run(tmp_path):
     assert not torch.equal(every.policy.log_std, last_only.policy.log_std)
 
 
+@pytest.mark.parametrize("algo", ["ppo-maml", "ppo-inner"])
+def test_post_kl_stop_reaches_both_ppo_updates_and_logs_the_kept_post_update_kl(tmp_path, algo):
+    """A bound nothing satisfies undoes every update (post_kl 0, no epoch kept); a bound never reached keeps every
+    epoch and logs the post-update KL of each update."""
+    tight = train_rl(replace(TINY, algo=algo, post_kl_stop=1e-12), tmp_path / "tight", progress=False)
+    assert all(m["post_kl"] == 0.0 and m["epochs_kept"] == 0.0 for m in read_metrics(tmp_path / "tight"))
+    loose = train_rl(replace(TINY, algo=algo, post_kl_stop=1e9), tmp_path / "loose", progress=False)
+    assert all(m["post_kl"] > 0.0 and m["epochs_kept"] == TINY.ppo_epochs for m in read_metrics(tmp_path / "loose"))
+    assert any(not torch.equal(a, b) for a, b in zip(params_of(tight.policy).values(), params_of(loose.policy).values()))
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_every_algorithm_writes_metrics_config_and_a_weights_only_checkpoint(tmp_path, algo):
     train_rl(replace(TINY, algo=algo, iterations=2), tmp_path, progress=False)

@@ -122,9 +122,15 @@ def ppo_outer_epochs(
             adapted = {n: v.detach() for n, v in adapted_fn(params)[-1].items()}
         return float(post_update_kl(policy, old_post_raw, adapted, post))
 
+    def pre_kl() -> float:
+        return float(pre_update_kl(policy, old_raw, meta.pre))
+
     def guard_ratio() -> float:  # <= 1 when every guarded KL is within its bound
-        ratios = [] if kl_stop is None else [float(pre_update_kl(policy, old_raw, meta.pre)) / kl_stop]
+        ratios = [] if kl_stop is None else [pre_kl() / kl_stop]
         return max(ratios + ([] if post_kl_stop is None else [post_kl() / post_kl_stop]))
+
+    # the pre-update guard alone compares the KL with its own bound, as it did before the post-update guard existed
+    check, bound = (pre_kl, kl_stop) if post_kl_stop is None else (guard_ratio, 1.0)
 
     for epoch in range(epochs):
         if guarded:  # where an overshooting step is pulled back toward
@@ -151,10 +157,7 @@ def ppo_outer_epochs(
         stats |= {f"objective_{tag}": float(objective.detach()), f"kl_{tag}": float(kl.detach()), f"clip_fraction_{tag}": float(clipped),
                   f"ratio_deviation_{tag}": float(((ratios - 1.0).abs() * post.mask).max())}
         if guarded:
-            if post_kl_stop is None:  # the pre-update KL against its own bound, as before the post-update guard existed
-                kept = shrink_step_to_kl(params, saved[0], lambda: float(pre_update_kl(policy, old_raw, meta.pre)), kl_stop)
-            else:
-                kept = shrink_step_to_kl(params, saved[0], guard_ratio, 1.0)
+            kept = shrink_step_to_kl(params, saved[0], check, bound)
             if kept == 0.0:
                 optimizer.load_state_dict(saved[1])
             if kept < 1.0:
