@@ -27,15 +27,9 @@ from pathlib import Path
 
 import torch
 
-from metalearn_edu.rl.evaluate import Protocol, adaptation_path, eval_config
+from metalearn_edu.cli import positive_float
+from metalearn_edu.rl.evaluate import Protocol, adaptation_returns, eval_config
 from metalearn_edu.rl.train import load_rl_checkpoint, make_sampler
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def probe_returns(checkpoint: str, protocol: Protocol, factor: float, after_steps: set[int]) -> list[float]:
@@ -49,8 +43,7 @@ def probe_returns(checkpoint: str, protocol: Protocol, factor: float, after_step
         return {**params, "log_std": params["log_std"] + shift} if k in after_steps else params
 
     with make_sampler(eval_config(config, protocol), "cpu") as sampler:
-        return [float(batch.mean_over_episodes(batch.episode_returns()).mean())
-                for _, _, batch in adaptation_path(policy, sampler, protocol, after_step=shrink)]
+        return adaptation_returns(policy, sampler, protocol, after_step=shrink).mean(dim=1).tolist()  # (K + 1, N) -> K + 1
 
 
 def main(argv: list[str] | None = None) -> dict:

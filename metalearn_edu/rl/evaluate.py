@@ -174,9 +174,10 @@ def protocol_episodes(policy: nn.Module, sampler: Any, protocol: Protocol, tasks
     return concat_episodes(chunks).first_episodes_reaching(protocol.batch_steps)
 
 
-def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> Tensor:
-    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N)."""
-    returns = [batch.mean_over_episodes(batch.episode_returns()).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks)]
+def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None,
+                       after_step: Callable[[int, dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
+    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N) (``after_step``: see :func:`adaptation_path`)."""
+    returns = [batch.mean_over_episodes(batch.episode_returns()).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks, after_step)]
     return torch.stack(returns).double()  # (K + 1, N)
 
 
