@@ -56,15 +56,18 @@ class EpisodeBatch:
 
     def task(self, i: int) -> "EpisodeBatch":
         """The episodes of task ``i`` alone, as a batch with T = 1."""
-        sl = slice(i, i + 1)
+        return self.select(slice(i, i + 1))
+
+    def select(self, tasks: slice) -> "EpisodeBatch":
+        """The episodes of the tasks in the slice ``tasks`` (views, not copies): (H, T, B, ...) -> (H, T', B, ...)."""
         return replace(
             self,
-            observations=self.observations[:, sl],
-            actions=self.actions[:, sl],
-            rewards=self.rewards[:, sl],
-            mask=self.mask[:, sl],
-            tasks=self.tasks[i : i + 1],
-            infos={k: v[:, sl] for k, v in self.infos.items()},
+            observations=self.observations[:, tasks],
+            actions=self.actions[:, tasks],
+            rewards=self.rewards[:, tasks],
+            mask=self.mask[:, tasks],
+            tasks=self.tasks[tasks],
+            infos={k: v[:, tasks] for k, v in self.infos.items()},
         )
 
     def to(self, device: torch.device | str) -> "EpisodeBatch":

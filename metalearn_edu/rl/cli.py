@@ -78,6 +78,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--kl-stop", _positive_float, "shrink the outer epoch whose pre-update KL exceeds this back by halves until within it, then end the update (ppo-maml, ppo-inner); metrics epochs_kept"),
         ("--post-kl-stop", _positive_float, "the same guard on the post-update KL of the adapted policies, on their post-update "
          "episodes (ppo-maml, ppo-inner); metrics post_kl"),
+        ("--task-chunk", _positive_int, "compute the outer PPO objective this many tasks at a time and add up the gradients: the "
+         "same update, faster on a CPU for a --meta-batch above about 40 (ppo-maml, ppo-inner) (default: all tasks at once)"),
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),

@@ -34,6 +34,7 @@ FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "ppo_epochs": PPO_ALGORITHMS,
     "clip": PPO_ALGORITHMS,
     "kl_coef": PPO_ALGORITHMS,
+    "task_chunk": PPO_ALGORITHMS,
     "inner_epochs": ("ppo-inner",),
     "estimator": ("maml-vpg", "maml-trpo", "ppo-maml"),  # the PPO-inner and pretrain steps carry no meta-gradient
     "inner_lr": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),  # pretrain does not adapt
@@ -116,6 +117,8 @@ class RLTrainConfig:
     kl_stop: float | None = None  # if set, shrink the outer epoch that takes KL(pi_theta_old || pi_theta) above this back by
                                   # halves until within it (undo it after ten), and end the update (metrics: epochs_kept)
     post_kl_stop: float | None = None  # the same guard on the post-update KL of the adapted policies (MAML-TRPO bounds that KL); metrics: post_kl
+    task_chunk: int | None = None  # compute the outer PPO objective this many tasks at a time, adding up the gradients: the same
+                                   # update with smaller tensors, faster on a CPU for large meta-batches (ppo-maml, ppo-inner; None: all at once)
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
@@ -155,7 +158,7 @@ class RLTrainConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         counts = ["iterations", "meta_batch", "rollouts", "inner_steps", "ppo_epochs", "inner_epochs", "cg_iterations",
                   "max_backtracks", "log_every", "checkpoint_every", "best_window"]
-        for name in counts + [name for name in ("horizon", "threads") if getattr(self, name) is not None]:
+        for name in counts + [name for name in ("horizon", "threads", "task_chunk") if getattr(self, name) is not None]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -158,6 +158,16 @@ class MetaBatch:
         advantages = [estimate_advantages(batch, policy, gamma=gamma, gae_lambda=gae_lambda) for batch in scored]  # each (H, T, B)
         return cls(pre, post, advantages[-1], tuple(mids), tuple(advantages[:-1]))
 
+    def select(self, tasks: slice) -> "MetaBatch":
+        """The same meta-batch restricted to the tasks in the slice ``tasks``: every batch and advantage sliced on T."""
+        return MetaBatch(
+            self.pre.select(tasks),
+            None if self.post is None else self.post.select(tasks),
+            None if self.post_advantages is None else self.post_advantages[:, tasks],
+            tuple(mid.select(tasks) for mid in self.mids),
+            tuple(advantages[:, tasks] for advantages in self.mid_advantages),
+        )
+
     def scored(self, every_step: bool = False) -> list[tuple[EpisodeBatch, Tensor]]:
         """The (episodes, advantages) an outer objective scores: the post-update batch, or with ``every_step``
         the batch after each inner step 1..K (``build(score_mids=True)`` must have estimated the mids' advantages)."""

@@ -171,10 +171,11 @@ def meta_iteration(
                                    cg_damping=config.cg_damping, max_backtracks=config.max_backtracks)
         elif config.algo == "ppo-maml":
             stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
-                               kl_stop=config.kl_stop, every_step=config.outer_every_step, post_kl_stop=config.post_kl_stop)
+                               kl_stop=config.kl_stop, every_step=config.outer_every_step, post_kl_stop=config.post_kl_stop,
+                               task_chunk=config.task_chunk)
         else:
             stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
-                                   kl_stop=config.kl_stop, post_kl_stop=config.post_kl_stop)
+                                   kl_stop=config.kl_stop, post_kl_stop=config.post_kl_stop, task_chunk=config.task_chunk)
     with torch.no_grad():
         new_raw = policy.raw_outputs(None, pre.observations)
         kl = torch.distributions.kl_divergence(policy.make_distribution(old_raw, False), policy.make_distribution(new_raw, False))
