@@ -146,6 +146,16 @@ def test_a_run_resumes_on_another_thread_count_to_the_same_parameters(tmp_path):
         torch.testing.assert_close(params_of(resumed.policy)[name], value)
 
 
+def test_a_ppo_run_resumes_with_another_task_chunk_to_the_same_parameters(tmp_path):
+    """task_chunk, like threads, is how the outer update is computed, not what it computes."""
+    ppo = replace(TINY, algo="ppo-maml", estimator="auto", meta_batch=3, ppo_epochs=2)
+    whole = train_rl(replace(ppo, iterations=2), tmp_path / "whole", progress=False)
+    train_rl(replace(ppo, iterations=1), tmp_path / "cut", progress=False)
+    resumed = train_rl(replace(ppo, iterations=2, task_chunk=2), tmp_path / "cut", progress=False)
+    for name, value in params_of(whole.policy).items():
+        torch.testing.assert_close(params_of(resumed.policy)[name], value)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     train_rl(replace(TINY, iterations=2), tmp_path, progress=False)
     with pytest.raises(ValueError, match="different config"):

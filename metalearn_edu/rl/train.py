@@ -231,7 +231,7 @@ def train_rl(
         ckpt = out / "checkpoint.pt"
         if resume and ckpt.exists():
             _, saved, state = load_rl_checkpoint(ckpt, device)
-            ignore = {"iterations": 0, "checkpoint_every": 0, "time_limit_s": 0, "threads": 0}
+            ignore = {"iterations": 0, "checkpoint_every": 0, "time_limit_s": 0, "threads": 0, "task_chunk": 0}  # same update
             if config.anneal_lr and saved.iterations != config.iterations:  # the schedule is fixed by the iteration count
                 raise ValueError(f"{out} holds an --anneal-lr run over iterations={saved.iterations}; resume it with the same "
                                  f"iterations (got {config.iterations}) or pass a new --out")
