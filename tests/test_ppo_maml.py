@@ -2,8 +2,6 @@
 meta-gradient through the inner step matches finite differences (naive inner step) and an explicit
 Hessian reference (LVC inner step), in float64 on a tiny problem."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -20,11 +18,6 @@ from metalearn_edu.rl.trpo import flatten, unflatten
 CLIP, KL_COEF = 0.3, 5e-4
 
 
-def _double(batch):
-    return replace(batch, observations=batch.observations.double(), actions=batch.actions.double(),
-                   rewards=batch.rewards.double(), mask=batch.mask.double(), infos={k: v.double() for k, v in batch.infos.items()})
-
-
 def _make(hidden, horizon, tasks, episodes, dtype):
     torch.manual_seed(0)
     sampler = MetaSampler("navigation2d", horizon=horizon)
@@ -34,7 +27,7 @@ def _make(hidden, horizon, tasks, episodes, dtype):
     pre = sampler.sample(policy, task_list, episodes, seed=1)
     post = sampler.sample(policy, task_list, episodes, params=inner.adapt_detached(policy, policy.parameters_dict(), pre), seed=2)
     if dtype == torch.float64:
-        policy, pre, post = policy.double(), _double(pre), _double(post)
+        policy, pre, post = policy.double(), pre.to(dtype=torch.float64), post.to(dtype=torch.float64)
     return policy, MetaBatch.build(pre, post, policy, gamma=0.99)
 
 

@@ -60,6 +60,15 @@ def _setup():
     return policy, make_sampler(RLTrainConfig(horizon=HORIZON, action_scale=0.1))
 
 
+def test_to_a_dtype_converts_the_floating_tensors_and_keeps_integer_actions():
+    batch = replace(_batch_with_lengths([[HORIZON, 3]]), actions=torch.zeros(HORIZON, 1, 2, dtype=torch.long),
+                    infos={"x": torch.ones(HORIZON, 1, 2)})
+    double = batch.to(dtype=torch.float64)
+    assert double.observations.dtype == double.rewards.dtype == double.mask.dtype == double.infos["x"].dtype == torch.float64
+    assert double.actions.dtype == torch.long and torch.equal(double.rewards, batch.rewards.double())
+    assert batch.to("cpu").observations.dtype == torch.float32
+
+
 def test_episodes_masked_out_whole_change_neither_the_inner_step_nor_the_mean_return():
     policy, sampler = _setup()
     with sampler:

@@ -70,14 +70,19 @@ class EpisodeBatch:
             infos={k: v[:, tasks] for k, v in self.infos.items()},
         )
 
-    def to(self, device: torch.device | str) -> "EpisodeBatch":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EpisodeBatch":
+        """The same batch on ``device``, its floating-point tensors in ``dtype`` (integer ones, e.g. discrete actions, kept)."""
+
+        def convert(tensor: Tensor) -> Tensor:
+            return tensor.to(device=device, dtype=dtype if dtype is not None and tensor.is_floating_point() else None)
+
         return replace(
             self,
-            observations=self.observations.to(device),
-            actions=self.actions.to(device),
-            rewards=self.rewards.to(device),
-            mask=self.mask.to(device),
-            infos={k: v.to(device) for k, v in self.infos.items()},
+            observations=convert(self.observations),
+            actions=convert(self.actions),
+            rewards=convert(self.rewards),
+            mask=convert(self.mask),
+            infos={k: convert(v) for k, v in self.infos.items()},
         )
 
     def episode_returns(self) -> Tensor:
