@@ -13,6 +13,7 @@ from typing import Any
 
 from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
 from metalearn_edu.rl.evaluate_cli import add_evaluate
+from metalearn_edu.rl.inner import ESTIMATORS
 
 ALGO_HELP = ("maml-vpg (Adam through the inner step), maml-trpo (Finn et al.), ppo-maml (ProMP), "
              "ppo-inner (PPO adaptation, first-order outer update), pretrain (multi-task baseline, no adaptation in training)")
@@ -84,6 +85,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),
         ("--gae-lambda", float, "lambda: GAE lambda of the advantages over the linear baseline, in [0, 1]; 1 = reward-to-go minus baseline"),
+        ("--dice-lambda", float, "with --estimator loaded-dice: the discount, in [0, 1], of the earlier actions' scores in the inner "
+         "step's Hessian; 0 = lvc, 1 = every earlier action (default: --gae-lambda)"),
         ("--init-log-std", float, "initial log sigma of a Gaussian policy, in units of --action-scale"),
         ("--action-scale", _positive_float, "c: Gaussian mean = c * MLP(s), sigma = c * exp(log_std); the inner step moves actions c^2 as far"),
         ("--log-std-scale", _positive_float, "k: log sigma = log c + k * phi for the learned phi, so one inner step moves log sigma k^2 as far (default 1)"),
@@ -100,8 +103,9 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
         key = flag[2:].replace("-", "_")
         suffix = "" if d[key] is None and "(default:" in text else f" (default: {d[key]})"
         p.add_argument(flag, type=kind, default=None, help=text + suffix)
-    p.add_argument("--estimator", default=None, choices=("auto", "naive", "lvc", "dice"),
-                   help=f"inner-step meta-gradient estimator; auto = lvc for ppo-maml, naive otherwise (default: {d['estimator']})")
+    p.add_argument("--estimator", default=None, choices=("auto", *ESTIMATORS),
+                   help=f"inner-step meta-gradient estimator; auto = lvc for ppo-maml, naive otherwise; loaded-dice = lvc plus the "
+                        f"cross-time Hessian terms, earlier actions discounted by --dice-lambda (default: {d['estimator']})")
     p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, help=f"policy hidden widths (default: {' '.join(map(str, d['hidden']))})")
     p.add_argument("--anneal-lr", action="store_true", default=None,
                    help="decay the outer Adam step size linearly to 0 over --iterations (maml-vpg, ppo-maml, ppo-inner, pretrain)")

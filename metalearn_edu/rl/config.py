@@ -37,6 +37,7 @@ FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "task_chunk": PPO_ALGORITHMS,
     "inner_epochs": ("ppo-inner",),
     "estimator": ("maml-vpg", "maml-trpo", "ppo-maml"),  # the PPO-inner and pretrain steps carry no meta-gradient
+    "dice_lambda": ("maml-vpg", "maml-trpo", "ppo-maml"),
     "inner_lr": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),  # pretrain does not adapt
     "inner_lr_later": ("maml-vpg", "maml-trpo", "ppo-maml"),
     "gae_lambda": ("maml-vpg", "maml-trpo", "ppo-maml", "ppo-inner"),
@@ -107,7 +108,8 @@ class RLTrainConfig:
     inner_steps: int = 1  # K, inner steps during meta-training; steps 2..K each on fresh episodes of the adapted policy, as at evaluation
     inner_lr_later: float | None = None  # alpha of inner steps 2..K (None: inner_lr / 2, the paper's evaluation schedule 0.1 then 0.05)
     outer_every_step: bool = False  # ppo-maml with K > 1: the outer objective averages the clipped surrogate after every inner step 1..K, not only K (MAML++'s multi-step loss)
-    estimator: str = "auto"  # inner-step meta-gradient estimator: naive | lvc | dice | auto (per algo)
+    estimator: str = "auto"  # inner-step meta-gradient estimator: naive | lvc | dice | loaded-dice | auto (per algo)
+    dice_lambda: float | None = None  # loaded-dice only: discount of the earlier actions' scores in the inner step's Hessian (None: gae_lambda)
     outer_lr: float = 1e-3  # beta, Adam step size of maml-vpg, ppo-maml, ppo-inner and pretrain
     anneal_lr: bool = False  # decay beta linearly to 0 over `iterations`: beta_i = beta (1 - i / iterations), i = 0, 1, ... (CleanRL's anneal_lr)
     ppo_epochs: int = 5  # outer PPO epochs per sampled meta-batch (ppo-maml, ppo-inner)
@@ -146,7 +148,7 @@ class RLTrainConfig:
 
     def inner_spec(self) -> InnerSpec:
         return InnerSpec(lr=self.inner_lr, estimator=self.resolved_estimator(), gamma=self.gamma, gae_lambda=self.gae_lambda,
-                         later_lr=self.inner_lr_later)
+                         later_lr=self.inner_lr_later, dice_lambda=self.dice_lambda)
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad field and the accepted values."""
@@ -199,6 +201,11 @@ class RLTrainConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.dice_lambda is not None:
+            if isinstance(self.dice_lambda, bool) or not isinstance(self.dice_lambda, (int, float)) or not 0.0 <= self.dice_lambda <= 1.0:
+                raise ValueError(f"dice_lambda must be in [0, 1] or None, got {self.dice_lambda!r}")
+            if self.resolved_estimator() != "loaded-dice":
+                raise ValueError(f"dice_lambda is read by the loaded-dice estimator only, not {self.resolved_estimator()!r}")
         env_preset(self.env)  # a clear error for an unknown env
 
     @classmethod

@@ -36,7 +36,7 @@ from torch import Tensor
 from metalearn_edu.envs.tabular import task_tensors
 from metalearn_edu.envs.tabular_trajectories import TrajectoryTable, enumerate_trajectories
 from metalearn_edu.rl.advantages import validate_unit_interval
-from metalearn_edu.rl.objectives import dice_surrogate, lvc_surrogate, pg_surrogate
+from metalearn_edu.rl.objectives import dice_surrogate, loaded_dice_surrogate, lvc_surrogate, pg_surrogate
 
 Surrogate = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -53,9 +53,10 @@ def reward_to_go_from_start(rewards: Tensor, gamma: float) -> Tensor:
     return weighted.flip(0).cumsum(0).flip(0)
 
 
-def trajectory_surrogate(estimator: str, gamma: float) -> Surrogate:
-    """The surrogate L(log_probs, rewards, mask) -> (T,) of ``estimator`` ("naive", "lvc", "dice"),
-    weighting naive and LVC with :func:`reward_to_go_from_start` so all three target grad J."""
+def trajectory_surrogate(estimator: str, gamma: float, lam: float = 1.0) -> Surrogate:
+    """The surrogate L(log_probs, rewards, mask) -> (T,) of ``estimator`` ("naive", "lvc", "dice", "loaded-dice"),
+    weighting naive, LVC and Loaded DiCE with :func:`reward_to_go_from_start` so all of them target grad J;
+    ``lam`` is Loaded DiCE's discount of the earlier actions' scores."""
     gamma = validate_unit_interval(gamma, "gamma")
     if estimator == "naive":
         return lambda lp, r, m: pg_surrogate(lp, reward_to_go_from_start(r, gamma), m)
@@ -63,7 +64,9 @@ def trajectory_surrogate(estimator: str, gamma: float) -> Surrogate:
         return lambda lp, r, m: lvc_surrogate(lp, reward_to_go_from_start(r, gamma), m)
     if estimator == "dice":
         return lambda lp, r, m: dice_surrogate(lp, r, m, gamma)
-    raise ValueError(f"estimator must be one of naive, lvc, dice, got {estimator!r}")
+    if estimator == "loaded-dice":
+        return lambda lp, r, m: loaded_dice_surrogate(lp, reward_to_go_from_start(r, gamma), m, lam)
+    raise ValueError(f"estimator must be one of naive, lvc, dice, loaded-dice, got {estimator!r}")
 
 
 def state_action_values(task: Mapping[str, Any], logits: Tensor, horizon: int, gamma: float = 1.0) -> Tensor:

@@ -12,6 +12,9 @@ step, Hessian of L included. With ``first_order=True`` the gradient is detached:
 - ``"naive"``: :func:`pg_surrogate` (MAML-RL). Expected Hessian: H2 only.
 - ``"lvc"``: :func:`lvc_surrogate` (ProMP). Expected Hessian: H1 + H2.
 - ``"dice"``: :func:`dice_surrogate` (Foerster et al. 2018). Expected Hessian: the full Hessian of J.
+- ``"loaded-dice"``: :func:`loaded_dice_surrogate` (Farquhar et al. 2019) on the same advantages as LVC, the
+  earlier actions' scores discounted by ``dice_lambda`` (default ``gae_lambda``): the same step as naive and LVC,
+  and a Hessian of H1 + H2 plus an estimate of H12 + H12^T (all of it with ``dice_lambda=1`` and no baseline).
 
 (see :mod:`metalearn_edu.rl.exact` for the terms and tests/test_estimators.py for the proofs.)
 
@@ -41,9 +44,9 @@ from torch import Tensor
 
 from metalearn_edu.rl.advantages import LinearFeatureBaseline, gae, normalize_advantages, validate_unit_interval
 from metalearn_edu.rl.batch import EpisodeBatch
-from metalearn_edu.rl.objectives import dice_surrogate, lvc_surrogate, mean_episode_length, pg_surrogate
+from metalearn_edu.rl.objectives import dice_surrogate, loaded_dice_surrogate, lvc_surrogate, mean_episode_length, pg_surrogate
 
-ESTIMATORS = ("naive", "dice", "lvc")
+ESTIMATORS = ("naive", "dice", "lvc", "loaded-dice")
 REDUCTIONS = ("episode", "step")
 
 
@@ -57,21 +60,24 @@ def inner_surrogate(
     values: Tensor | None = None,
     gae_lambda: float = 1.0,
     normalize: bool = False,
+    dice_lambda: float | None = None,
 ) -> Tensor:
     """The inner-loop surrogate L of ``estimator`` on time-major episodes, per task (T,).
 
     naive: L = mean_b sum_t log pi_t A_t;  lvc: L = mean_b sum_t exp(log pi_t - stop_grad(log pi_t)) A_t;
+    loaded-dice: L = mean_b sum_t [MagicBox(w_t) - MagicBox(v_t)] A_t, v_t = dice_lambda * w_{t-1}, w_t = v_t + log pi_t;
     dice:  L = mean_b [sum_t gamma^t r_t MagicBox(sum_{t'<=t} log pi_t') + sum_t (1 - MagicBox(log pi_t)) gamma^t b_t]
     with A_t = GAE(gamma, gae_lambda) over ``values`` (zero when None), optionally normalised, and
     b_t = ``values``.
 
     Args:
-        estimator: one of "naive", "dice", "lvc".
+        estimator: one of "naive", "dice", "lvc", "loaded-dice".
         log_probs, rewards, mask: (H, T, B).
         gamma: discount in [0, 1].
         values: optional (H, T, B) baseline values V(s_t).
-        gae_lambda: GAE lambda for naive / lvc; DiCE takes the rewards themselves (must stay 1).
-        normalize: standardise the advantages per task (naive / lvc only).
+        gae_lambda: GAE lambda for naive / lvc / loaded-dice; DiCE takes the rewards themselves (must stay 1).
+        normalize: standardise the advantages per task (not for dice).
+        dice_lambda: loaded-dice's discount of the earlier actions' scores (None: ``gae_lambda``); others ignore it.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
@@ -85,6 +91,8 @@ def inner_surrogate(
     advantages = gae(rewards, baseline_values, mask, gamma, gae_lambda)  # (H, T, B)
     if normalize:
         advantages = normalize_advantages(advantages, mask)
+    if estimator == "loaded-dice":
+        return loaded_dice_surrogate(log_probs, advantages, mask, gae_lambda if dice_lambda is None else dice_lambda)
     surrogate = pg_surrogate if estimator == "naive" else lvc_surrogate
     return surrogate(log_probs, advantages, mask)
 
@@ -130,7 +138,7 @@ def _ascend(
         log_probs = policy.distribution(current, episodes.observations, **extra).log_prob(episodes.actions)
         surrogate = inner_surrogate(
             options["estimator"], log_probs, episodes.rewards, episodes.mask, gamma=options["gamma"],
-            values=values, gae_lambda=options["gae_lambda"], normalize=options["normalize"],
+            values=values, gae_lambda=options["gae_lambda"], normalize=options["normalize"], dice_lambda=options["dice_lambda"],
         )  # (T,)
         if options["reduction"] == "step":
             surrogate = surrogate / mean_episode_length(episodes.mask)  # mean over valid steps
@@ -159,6 +167,7 @@ def adapt_policy(
     per_task_params: bool = False,
     reduction: str = "episode",
     vectorize: bool | None = None,
+    dice_lambda: float | None = None,
 ) -> dict[str, Tensor]:
     """Per-task policy-gradient ascent theta'_i = theta + lr * grad L_i(theta), ``steps`` times.
 
@@ -170,7 +179,7 @@ def adapt_policy(
             a dict of (T, ...) tensors, one set per task (e.g. the result of a previous adaptation).
         batch: T tasks x B episodes sampled with the policy at ``params``.
         lr: the inner step size alpha > 0.
-        estimator: the surrogate, "naive", "dice" or "lvc" (see the module docstring).
+        estimator: the surrogate, "naive", "dice", "lvc" or "loaded-dice" (see the module docstring).
         first_order: detach the inner gradient (first-order MAML).
         gamma: discount in [0, 1].
         steps: gradient steps on the same batch.
@@ -186,6 +195,7 @@ def adapt_policy(
         vectorize: adapt all T tasks in one pass with params expanded to (T, ...) and
             ``task_dim=1``, instead of a loop over tasks (same result). None: when the policy's
             ``distribution`` takes ``task_dim``.
+        dice_lambda: loaded-dice's discount of the earlier actions' scores (None: ``gae_lambda``).
 
     Returns:
         the adapted parameters, each of shape (T, ...): ``{name: stack_i theta'_i[name]}``.
@@ -208,7 +218,7 @@ def adapt_policy(
     if vectorize is None:
         vectorize = _takes_task_dim(policy)
     options = dict(lr=lr, steps=steps, first_order=first_order, estimator=estimator, gamma=gamma,
-                   gae_lambda=gae_lambda, normalize=normalize, reduction=reduction)
+                   gae_lambda=gae_lambda, normalize=normalize, reduction=reduction, dice_lambda=dice_lambda)
     # a leaf that does not require grad (e.g. evaluation params) still gets adapted
     start = {n: v if v.requires_grad else v.detach().requires_grad_(True) for n, v in params.items()}
 

@@ -63,16 +63,18 @@ class InnerSpec:
 
     ``lr`` is alpha on the per-step-averaged surrogate (1/N_i) sum_b sum_t (the papers' convention).
     ``later_lr`` is alpha of the steps taken on fresh episodes (:meth:`adapt_meta` with ``MetaBatch.mids``).
-    ``estimator``: "naive" (MAML-RL), "lvc" (ProMP) or "dice" (unbiased, no advantage standardisation).
+    ``estimator``: "naive" (MAML-RL), "lvc" (ProMP), "dice" (unbiased, no advantage standardisation) or
+    "loaded-dice" (LVC's step with the cross-time Hessian terms, earlier actions discounted by ``dice_lambda``).
     """
 
     lr: float = 0.1  # alpha, inner step size on the per-step-averaged surrogate
-    estimator: str = "naive"  # which surrogate the inner step differentiates: naive | lvc | dice
+    estimator: str = "naive"  # which surrogate the inner step differentiates: naive | lvc | dice | loaded-dice
     steps: int = 1  # inner gradient steps on the same pre-update batch
     gamma: float = 0.99  # discount of the returns and advantages
     gae_lambda: float = 1.0  # lambda of GAE (1.0: reward-to-go minus the baseline)
     normalize: bool = True  # standardise the inner advantages per task (naive / lvc)
     later_lr: float | None = None  # alpha of steps 2.. on fresh episodes (None: lr / 2, the evaluation's 0.1 then 0.05)
+    dice_lambda: float | None = None  # loaded-dice: discount of the earlier actions' scores in the Hessian (None: gae_lambda)
 
     @property
     def later_step_size(self) -> float:
@@ -110,6 +112,7 @@ class InnerSpec:
             normalize=self.normalize and not dice,
             per_task_params=per_task_params,
             reduction="step",
+            dice_lambda=self.dice_lambda,
         )
 
     def adapt_meta(self, policy: nn.Module, params: Params, meta: "MetaBatch", *, create_graph: bool) -> Params:

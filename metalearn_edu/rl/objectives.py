@@ -1,4 +1,4 @@
-"""Policy-gradient surrogates and losses: naive score function, DiCE, LVC, PPO clip, KL penalty.
+"""Policy-gradient surrogates and losses: naive score function, DiCE, LVC, Loaded DiCE, PPO clip, KL penalty.
 
 All inputs are time-major with a mask, (H, T, B) in the usual layout (H steps, T tasks, B episodes
 per task); any (H, ..., B) layout works. The reduction is the same everywhere so the objectives are
@@ -135,6 +135,40 @@ def lvc_surrogate(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor
     validate_time_major(mask, log_probs=log_probs, advantages=advantages)
     ratios = magic_box(_valid(log_probs, mask))  # (H, T, B), value 1
     per_step = ratios * _valid(advantages.detach(), mask)
+    return _sum_time_mean_episodes(per_step)
+
+
+def loaded_dice_surrogate(log_probs: Tensor, advantages: Tensor, mask: Tensor, lam: float) -> Tensor:
+    """The Loaded DiCE surrogate of Farquhar et al. 2019 on advantages: LVC plus the cross-time Hessian terms.
+
+    w_t = v_t + log pi_t,   v_t = lam * w_{t-1}   (w_{-1} = 0: v_t = sum_{t' < t} lam^(t - t') log pi_t')
+    L(theta) = (1/B) sum_b sum_t m_t [MagicBox(w_t) - MagicBox(v_t)] A_t
+
+    Its value is 0 and its gradient sum_t g_t A_t, the same step as the naive and LVC surrogates
+    (g_t = grad log pi_t). Its Hessian is sum_t A_t [g_t g_t^T + grad^2 log pi_t + g_t u_t^T + u_t g_t^T]
+    with u_t = grad v_t, the lam-discounted scores of the earlier actions: LVC's H1 + H2 plus an estimate
+    of the cross-time terms H12 + H12^T (how an earlier action moves the later steps' policy gradient).
+    lam = 1 keeps every earlier action (with A_t the reward-to-go from the start its expected Hessian is
+    the full Hessian of J, as DiCE's); lam = 0 gives LVC; in between trades that term's bias for variance.
+
+    Args:
+        log_probs: (H, T, B) log pi_theta(a_t | s_t), differentiable.
+        advantages: (H, T, B) advantages or returns (constants).
+        mask: (H, T, B) 1.0 on valid steps.
+        lam: the discount lam in [0, 1] of the earlier actions' scores.
+
+    Returns:
+        (T,) per-task surrogate.
+    """
+    lam = validate_unit_interval(lam, "lam")
+    validate_time_major(mask, log_probs=log_probs, advantages=advantages)
+    step_log_probs = _valid(log_probs, mask)  # (H, T, B)
+    horizon = step_log_probs.shape[0]
+    time = torch.arange(horizon, device=log_probs.device)
+    lags = (time.view(-1, 1) - time.view(1, -1)).to(log_probs.dtype)  # (H, H): t - t'
+    earlier = torch.where(lags > 0, lam ** lags.clamp_min(1.0), torch.zeros_like(lags))  # lam^(t - t') for t' < t
+    past = torch.tensordot(earlier, step_log_probs, dims=([1], [0]))  # (H, T, B) v_t
+    per_step = (magic_box(past + step_log_probs) - magic_box(past)) * _valid(advantages.detach(), mask)
     return _sum_time_mean_episodes(per_step)
 
 
