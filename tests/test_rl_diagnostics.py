@@ -9,7 +9,7 @@ import torch
 from metalearn_edu.cli import main
 from metalearn_edu.envs.navigation import Navigation2DEnv
 from metalearn_edu.rl.diagnostics import adaptation_diagnostics
-from metalearn_edu.rl.evaluate import Protocol, adaptation_returns
+from metalearn_edu.rl.evaluate import Protocol, adaptation_returns, protocol_episodes
 from metalearn_edu.rl.evaluate import test_tasks as protocol_test_tasks
 from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.train import RLTrainConfig, make_sampler
@@ -30,10 +30,17 @@ def test_diagnostics_follow_the_evaluation_and_the_env():
         rows = adaptation_diagnostics(policy, sampler, protocol)
         returns = adaptation_returns(policy, sampler, protocol)  # (K + 1, N), the same episodes
         tasks = protocol_test_tasks(sampler, protocol)
+        first = protocol_episodes(policy, sampler, protocol, tasks, None, 0)  # the episodes of step 0 again
     assert [r.step for r in rows] == [0, 1, 2]
     np.testing.assert_allclose([r.return_ for r in rows], returns.mean(dim=1).numpy(), rtol=1e-5)
     assert math.isclose(rows[0].sigma, 0.1 * math.exp(-0.5), rel_tol=1e-5)
     assert all(0.0 <= r.success <= 1.0 and 1.0 <= r.length <= HORIZON for r in rows)
+    # spread: where each of a task's episodes ends (its last valid observation), per-axis std over the episodes, norm
+    lengths = first.mask.sum(dim=0).long().numpy()  # (T, B)
+    obs = first.observations.numpy()
+    spreads = [np.linalg.norm(np.std([obs[lengths[i, b] - 1, i, b] for b in range(protocol.rollouts)], axis=0, ddof=1))
+               for i in range(protocol.test_tasks)]
+    assert math.isclose(rows[0].spread, float(np.mean(spreads)), rel_tol=1e-5)
     # the mean-action episode of the unadapted policy, stepped by hand in the gymnasium env
     env, last_rewards, totals = Navigation2DEnv(horizon=HORIZON), [], []
     for task in tasks:
@@ -65,5 +72,5 @@ def test_evaluate_diagnose_prints_and_records_a_row_per_step(tmp_path, capsys):
     assert main([*args, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     (rows,) = record["diagnostics"].values()
-    assert [row["step"] for row in rows] == [0, 1] and {"return", "length", "success", "sigma"} <= set(rows[0])
+    assert [row["step"] for row in rows] == [0, 1] and {"return", "length", "success", "sigma", "spread"} <= set(rows[0])
     assert math.isclose(rows[1]["return"], record["methods"]["maml-vpg"]["mean"][1], rel_tol=1e-5)

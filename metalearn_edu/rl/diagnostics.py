@@ -10,6 +10,9 @@ path of the protocol (same test tasks, same episodes, same steps):
     length          mean episode length (an episode ends early only at the goal)
     success         fraction of episodes that ended early (terminated before the horizon)
     sigma           geometric mean over tasks and action dims of the Gaussian policy's sigma (NaN otherwise)
+    spread          how far apart a task's B episodes end: the norm of the per-dimension standard deviation, over
+                    the episodes, of their last observation, averaged over tasks (for navigation the final
+                    position; before adaptation, how widely the episodes the first step learns from explore)
     mean_return     return of one episode per task that takes the mean action mu(s) at every step
     mean_last_reward  the reward of that episode's last step; for navigation minus the distance from
                     the goal at which the mean action comes to rest (0 when it ends at the goal)
@@ -40,6 +43,7 @@ class StepDiagnostics:
     length: float
     success: float
     sigma: float
+    spread: float
     mean_return: float
     mean_last_reward: float
 
@@ -57,6 +61,14 @@ def _sigma(policy: nn.Module, params: dict[str, torch.Tensor] | None, batch: Any
     return float(log_std.mean().exp())
 
 
+def _last_observations(batch: Any) -> torch.Tensor:
+    """Each episode's observation at its last valid step: (H, T, B, obs_dim) -> (T, B, obs_dim)."""
+    last = (batch.mask.sum(dim=0).long() - 1).clamp_min(0)  # (T, B)
+    obs = batch.observations.float()
+    index = last.view(1, *last.shape, 1).expand(1, *last.shape, obs.shape[-1])
+    return obs.gather(0, index).squeeze(0)
+
+
 def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> list[StepDiagnostics]:
     """One :class:`StepDiagnostics` per k = 0..K along :func:`adaptation_path` (the protocol's own episodes)."""
     rows = []
@@ -70,9 +82,11 @@ def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, 
         last_reward = mean_batch.rewards.gather(0, last.unsqueeze(0)).squeeze(0)  # (T, 1)
         with torch.no_grad():
             sigma = _sigma(policy, params, batch)
+            final_obs = _last_observations(batch)  # (T, B, obs_dim)
+            spread = float(final_obs.std(dim=1).norm(dim=-1).mean()) if final_obs.shape[1] > 1 else float("nan")
         rows.append(StepDiagnostics(
             step=k, return_=float(batch.mean_over_episodes(returns).mean()), length=float(batch.mean_over_episodes(lengths).mean()),
-            success=float(batch.mean_over_episodes(ended).mean()), sigma=sigma,
+            success=float(batch.mean_over_episodes(ended).mean()), sigma=sigma, spread=spread,
             mean_return=float(mean_batch.episode_returns().mean()), mean_last_reward=float(last_reward.mean()),
         ))
     return rows
@@ -87,9 +101,11 @@ def diagnose_checkpoint(path: str | Path, protocol: Protocol, device: str | torc
 
 def format_diagnostics(name: str, rows: list[StepDiagnostics]) -> str:
     """A fixed-width table of ``rows`` under the heading ``name``."""
-    lines = [name, f"{'k':>3}{'return':>10}{'length':>9}{'success':>9}{'sigma':>9}{'mean-action return':>20}{'mean-action last reward':>25}"]
+    lines = [name, f"{'k':>3}{'return':>10}{'length':>9}{'success':>9}{'sigma':>9}{'spread':>9}{'mean-action return':>20}"
+                   f"{'mean-action last reward':>25}"]
     for r in rows:
-        lines.append(f"{r.step:>3}{r.return_:>10.2f}{r.length:>9.1f}{r.success:>9.2f}{r.sigma:>9.4f}{r.mean_return:>20.2f}{r.mean_last_reward:>25.3f}")
+        lines.append(f"{r.step:>3}{r.return_:>10.2f}{r.length:>9.1f}{r.success:>9.2f}{r.sigma:>9.4f}{r.spread:>9.4f}{r.mean_return:>20.2f}"
+                     f"{r.mean_last_reward:>25.3f}")
     return "\n".join(lines)
 
 

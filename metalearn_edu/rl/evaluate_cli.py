@@ -54,7 +54,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print, for each checkpoint and step, the episode length, the fraction of episodes ended at the goal, "
-                   "sigma, and the return and last reward of the mean action (see metalearn_edu.rl.diagnostics)")
+                   "sigma, how far apart the episodes end, and the return and last reward of the mean action (see metalearn_edu.rl.diagnostics)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_common_arguments(p)
     p.set_defaults(func=_evaluate, env=env)
