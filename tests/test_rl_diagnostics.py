@@ -42,12 +42,14 @@ def test_diagnostics_follow_the_evaluation_and_the_env():
                for i in range(protocol.test_tasks)]
     assert math.isclose(rows[0].spread, float(np.mean(spreads)), rel_tol=1e-5)
     # the mean-action episode of the unadapted policy, stepped by hand in the gymnasium env
-    env, last_rewards, totals = Navigation2DEnv(horizon=HORIZON), [], []
+    env, last_rewards, totals, starts, ends = Navigation2DEnv(horizon=HORIZON), [], [], [], []
     for task in tasks:
         env.set_task(task)
         obs, _ = env.reset(seed=0)
         total, reward = 0.0, 0.0
+        start = obs
         for _ in range(HORIZON):
+            end = obs  # the observation of the episode's last step, once the loop ends
             with torch.no_grad():
                 action = policy.act(None, torch.as_tensor(obs).unsqueeze(0), deterministic=True).actions[0].numpy()
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -56,8 +58,17 @@ def test_diagnostics_follow_the_evaluation_and_the_env():
                 break
         last_rewards.append(reward)
         totals.append(total)
+        starts.append(start)
+        ends.append(end)
     assert math.isclose(rows[0].mean_last_reward, float(np.mean(last_rewards)), rel_tol=1e-4)
     assert math.isclose(rows[0].mean_return, float(np.mean(totals)), rel_tol=1e-4)
+    # heading and reach of those episodes: where they end, seen from the start, against the goal
+    goals = np.stack([t["goal"] for t in tasks]).astype(np.float64)
+    moved, to_goal = np.stack(ends) - np.stack(starts), goals - np.stack(starts)
+    cosines = (moved * to_goal).sum(1) / (np.linalg.norm(moved, axis=1) * np.linalg.norm(to_goal, axis=1))
+    assert math.isclose(rows[0].heading, float(cosines.mean()), rel_tol=1e-4, abs_tol=1e-6)
+    slope = np.polyfit(np.linalg.norm(to_goal, axis=1), np.linalg.norm(moved, axis=1), 1)[0]
+    assert math.isclose(rows[0].reach, float(slope), rel_tol=1e-3, abs_tol=1e-6)
     assert rows[2].as_dict()["return"] == rows[2].return_
 
 
@@ -68,9 +79,11 @@ def test_evaluate_diagnose_prints_and_records_a_row_per_step(tmp_path, capsys):
     capsys.readouterr()
     args = ["evaluate", "navigation2d", "--checkpoint", str(run), "--steps", "0", "1", "--test-tasks", "2", "--rollouts", "2", "--diagnose"]
     assert main(args) == 0
-    assert "mean-action last reward" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean-action last reward" in printed and "knows the goal's direction, not its distance" in printed
     assert main([*args, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     (rows,) = record["diagnostics"].values()
     assert [row["step"] for row in rows] == [0, 1] and {"return", "length", "success", "sigma", "spread"} <= set(rows[0])
     assert math.isclose(rows[1]["return"], record["methods"]["maml-vpg"]["mean"][1], rel_tol=1e-5)
+    assert len(record["direction_only"]["per_task"]) == 2 and record["direction_only"]["mean"] < 0

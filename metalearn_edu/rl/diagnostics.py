@@ -16,6 +16,11 @@ path of the protocol (same test tasks, same episodes, same steps):
     mean_return     return of one episode per task that takes the mean action mu(s) at every step
     mean_last_reward  the reward of that episode's last step; for navigation minus the distance from
                     the goal at which the mean action comes to rest (0 when it ends at the goal)
+    heading, reach  for navigation (NaN otherwise), where that episode ends, seen from its start s_0: heading is
+                    the mean over tasks of the cosine between (end - s_0) and (g - s_0), reach the least-squares
+                    slope over tasks of ||end - s_0|| on ||g - s_0||. Heading 1 and reach 1: the mean action knows
+                    where the goal is; heading 1 and reach 0: it knows the direction and goes the same distance
+                    whatever the goal's (see :mod:`metalearn_edu.rl.navigation_bounds`)
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from metalearn_edu.envs.navigation import goal_from_task
 from metalearn_edu.rl.evaluate import Protocol, adaptation_path, eval_config
 from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.train import iteration_seed, load_rl_checkpoint, make_sampler
@@ -46,6 +53,8 @@ class StepDiagnostics:
     spread: float
     mean_return: float
     mean_last_reward: float
+    heading: float
+    reach: float
 
     def as_dict(self) -> dict[str, float]:
         return {("return" if key == "return_" else key): value for key, value in asdict(self).items()}
@@ -69,6 +78,21 @@ def _last_observations(batch: Any) -> torch.Tensor:
     return obs.gather(0, index).squeeze(0)
 
 
+def _heading_and_reach(mean_batch: Any) -> tuple[float, float]:
+    """(heading, reach) of the module docstring from one mean-action episode per task, NaN unless navigation tasks."""
+    try:
+        goals = np.stack([goal_from_task(task) for task in mean_batch.tasks]).astype(np.float64)  # (T, 2)
+    except ValueError:
+        return float("nan"), float("nan")
+    start = mean_batch.observations[0, :, 0].double().cpu().numpy()  # (T, 2)
+    end = _last_observations(mean_batch)[:, 0].double().cpu().numpy()  # (T, 2)
+    to_goal, moved = goals - start, end - start
+    goal_distance, moved_distance = np.linalg.norm(to_goal, axis=1), np.linalg.norm(moved, axis=1)
+    heading = float(np.mean((to_goal * moved).sum(axis=1) / np.maximum(goal_distance * moved_distance, 1e-12)))
+    reach = float(np.polyfit(goal_distance, moved_distance, 1)[0]) if len(goals) > 1 and np.ptp(goal_distance) > 0 else float("nan")
+    return heading, reach
+
+
 def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None) -> list[StepDiagnostics]:
     """One :class:`StepDiagnostics` per k = 0..K along :func:`adaptation_path` (the protocol's own episodes)."""
     rows = []
@@ -84,10 +108,12 @@ def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, 
             sigma = _sigma(policy, params, batch)
             final_obs = _last_observations(batch)  # (T, B, obs_dim)
             spread = float(final_obs.std(dim=1).norm(dim=-1).mean()) if final_obs.shape[1] > 1 else float("nan")
+        heading, reach = _heading_and_reach(mean_batch)
         rows.append(StepDiagnostics(
             step=k, return_=float(batch.mean_over_episodes(returns).mean()), length=float(batch.mean_over_episodes(lengths).mean()),
             success=float(batch.mean_over_episodes(ended).mean()), sigma=sigma, spread=spread,
             mean_return=float(mean_batch.episode_returns().mean()), mean_last_reward=float(last_reward.mean()),
+            heading=heading, reach=reach,
         ))
     return rows
 
@@ -102,10 +128,10 @@ def diagnose_checkpoint(path: str | Path, protocol: Protocol, device: str | torc
 def format_diagnostics(name: str, rows: list[StepDiagnostics]) -> str:
     """A fixed-width table of ``rows`` under the heading ``name``."""
     lines = [name, f"{'k':>3}{'return':>10}{'length':>9}{'success':>9}{'sigma':>9}{'spread':>9}{'mean-action return':>20}"
-                   f"{'mean-action last reward':>25}"]
+                   f"{'mean-action last reward':>25}{'heading':>9}{'reach':>8}"]
     for r in rows:
         lines.append(f"{r.step:>3}{r.return_:>10.2f}{r.length:>9.1f}{r.success:>9.2f}{r.sigma:>9.4f}{r.spread:>9.4f}{r.mean_return:>20.2f}"
-                     f"{r.mean_last_reward:>25.3f}")
+                     f"{r.mean_last_reward:>25.3f}{r.heading:>9.3f}{r.reach:>8.3f}")
     return "\n".join(lines)
 
 

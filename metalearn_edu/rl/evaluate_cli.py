@@ -54,7 +54,8 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print, for each checkpoint and step, the episode length, the fraction of episodes ended at the goal, "
-                   "sigma, how far apart the episodes end, and the return and last reward of the mean action (see metalearn_edu.rl.diagnostics)")
+                   "sigma, how far apart the episodes end, the return and last reward of the mean action and, for navigation, where it heads "
+                   "and how far it goes (see metalearn_edu.rl.diagnostics)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_common_arguments(p)
     p.set_defaults(func=_evaluate, env=env)
@@ -159,6 +160,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         diagnostics = {str(path): diagnose_checkpoint(path, protocol, device) for path in args.checkpoint}
         record["diagnostics"] = {path: [row.as_dict() for row in rows] for path, rows in diagnostics.items()}
+        from metalearn_edu.envs import resolve_env_id, short_name
+
+        if short_name(resolve_env_id(args.env)) == "navigation2d":
+            record["direction_only"] = _direction_only(reference, protocol)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -173,9 +178,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         for path, rows in diagnostics.items():
             print("\n" + format_diagnostics(path, rows))
+        if "direction_only" in record:
+            bound = record["direction_only"]
+            print(f"\nknows the goal's direction, not its distance (straight to {bound['distance']:.2f} from the start, then still, "
+                  f"no noise; metalearn_edu.rl.navigation_bounds): {bound['mean']:.2f} on these test tasks")
     if args.out:
         print(f"wrote {args.out}/eval.json and adaptation.png")
     return 0
+
+
+def _direction_only(config: Any, protocol: Any) -> dict:
+    """:func:`navigation_bounds.direction_only_bound` on the protocol's test tasks, its distance chosen on 4000 other goals."""
+    import numpy as np
+
+    from metalearn_edu.envs.navigation import sample_goals
+    from metalearn_edu.rl.evaluate import eval_config, test_tasks
+    from metalearn_edu.rl.navigation_bounds import direction_only_bound
+    from metalearn_edu.rl.train import make_sampler
+
+    with make_sampler(eval_config(config, protocol), "cpu") as sampler:
+        tasks, horizon = test_tasks(sampler, protocol), sampler.horizon
+    choice = np.stack([task["goal"] for task in sample_goals(4000, np.random.default_rng([protocol.task_seed, 17]))])
+    return direction_only_bound(tasks, horizon, choice)
 
 
 def _write_plot(path: Path, curves: dict, oracle: dict | None, env: str, reference: dict | None) -> None:
