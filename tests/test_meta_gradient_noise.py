@@ -1,35 +1,20 @@
 """scripts/meta_gradient_noise.py: per-estimator meta-gradients over independent meta-batches, and their summary."""
 
-import importlib.util
 import json
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-from metalearn_edu.rl.train import RLTrainConfig, train_rl
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "meta_gradient_noise.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("meta_gradient_noise", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_helpers import load_script, tiny_navigation_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("noise") / "run"
-    config = RLTrainConfig.for_env("navigation2d", iterations=1, meta_batch=2, rollouts=3, horizon=8, hidden=(8,), ppo_epochs=1, seed=3)
-    train_rl(replace(config, checkpoint_every=1), out, progress=False)
-    return str(out / "checkpoint.pt")
+    return tiny_navigation_checkpoint(tmp_path_factory.mktemp("noise") / "run", iterations=1)
 
 
 def test_gradients_are_reproducible_and_differ_only_by_the_curvature_they_carry(checkpoint):
-    script = _script()
+    script = load_script("meta_gradient_noise")
     kwargs = dict(tasks=3, rollouts=4, batches=2, gae_lambda=0.95, seed=1)
     grads = script.meta_gradients(checkpoint, ["naive", "lvc", "loaded-dice"], **kwargs)
     again = script.meta_gradients(checkpoint, ["lvc"], **kwargs)
@@ -40,7 +25,7 @@ def test_gradients_are_reproducible_and_differ_only_by_the_curvature_they_carry(
 
 
 def test_summary_and_cli(checkpoint, tmp_path, capsys):
-    script = _script()
+    script = load_script("meta_gradient_noise")
     table = script.summarise({"lvc": torch.tensor([[3.0, 4.0], [3.0, -4.0]]), "loaded-dice": torch.tensor([[3.0, 4.0], [6.0, 0.0]])})
     assert table["lvc"] == {"batch_norm": 5.0, "mean_norm": 3.0}
     assert table["loaded-dice"]["extra_batch_norm"] == pytest.approx(2.5)  # |(0, 0)| and |(3, 4)|
