@@ -14,7 +14,8 @@ step, Hessian of L included. With ``first_order=True`` the gradient is detached:
 - ``"dice"``: :func:`dice_surrogate` (Foerster et al. 2018). Expected Hessian: the full Hessian of J.
 - ``"loaded-dice"``: :func:`loaded_dice_surrogate` (Farquhar et al. 2019) on the same advantages as LVC, the
   earlier actions' scores discounted by ``dice_lambda`` (default ``gae_lambda``): the same step as naive and LVC,
-  and a Hessian of H1 + H2 plus an estimate of H12 + H12^T (all of it with ``dice_lambda=1`` and no baseline).
+  and a Hessian of H1 + H2 plus an estimate of H12 + H12^T (unbiased with ``dice_lambda=1`` and the reward-to-go from
+  the start as weights, as :mod:`metalearn_edu.rl.exact` checks).
 
 (see :mod:`metalearn_edu.rl.exact` for the terms and tests/test_estimators.py for the proofs.)
 
