@@ -70,9 +70,14 @@ def _sigma(policy: nn.Module, params: dict[str, torch.Tensor] | None, batch: Any
     return float(log_std.mean().exp())
 
 
+def _last_step(batch: Any) -> torch.Tensor:
+    """The index of each episode's last valid step: (T, B) long."""
+    return (batch.mask.sum(dim=0).long() - 1).clamp_min(0)
+
+
 def _last_observations(batch: Any) -> torch.Tensor:
     """Each episode's observation at its last valid step: (H, T, B, obs_dim) -> (T, B, obs_dim)."""
-    last = (batch.mask.sum(dim=0).long() - 1).clamp_min(0)  # (T, B)
+    last = _last_step(batch)  # (T, B)
     obs = batch.observations.float()
     index = last.view(1, *last.shape, 1).expand(1, *last.shape, obs.shape[-1])
     return obs.gather(0, index).squeeze(0)
@@ -102,7 +107,7 @@ def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, 
         ended = batch.infos["terminated"].sum(dim=0)  # (T, B): 1 where the episode ended early
         mean_batch = sampler.sample(policy, batch.tasks, 1, params=params, seed=iteration_seed(protocol.seed, k, DETERMINISTIC_PHASE),
                                     deterministic=True)
-        last = (mean_batch.mask.sum(dim=0).long() - 1).clamp_min(0)  # (T, 1) index of each episode's last step
+        last = _last_step(mean_batch)  # (T, 1) index of each episode's last step
         last_reward = mean_batch.rewards.gather(0, last.unsqueeze(0)).squeeze(0)  # (T, 1)
         with torch.no_grad():
             sigma = _sigma(policy, params, batch)
