@@ -44,6 +44,16 @@ def test_first_episodes_reaching_keeps_whole_episodes_until_the_steps_are_reache
         batch.first_episodes_reaching(0)
 
 
+def test_last_steps_and_last_observations_pick_each_episodes_last_valid_step():
+    batch = _batch_with_lengths([[3, 5, 2, 4], [9, 1, 6, 2]])
+    time = torch.arange(HORIZON, dtype=torch.float32).view(HORIZON, 1, 1, 1)
+    batch = replace(batch, observations=(time * torch.tensor([1.0, -1.0])).expand(HORIZON, 2, 4, 2) * batch.mask.unsqueeze(-1))
+    assert batch.last_steps().tolist() == [[2, 4, 1, 3], [8, 0, 5, 1]]
+    assert batch.last_observations()[..., 0].tolist() == [[2, 4, 1, 3], [8, 0, 5, 1]]  # observation (t, -t) at step t
+    assert batch.last_observations()[..., 1].tolist() == [[-2, -4, -1, -3], [-8, 0, -5, -1]]
+    assert replace(batch, mask=torch.zeros_like(batch.mask)).last_steps().eq(0).all()  # masked out whole: step 0
+
+
 def test_concat_episodes_puts_batches_side_by_side_and_refuses_other_tasks():
     a, b = _batch_with_lengths([[3, 5]]), _batch_with_lengths([[2]])
     both = concat_episodes([a, b])

@@ -89,6 +89,17 @@ class EpisodeBatch:
         """Undiscounted return of each episode: (T, B)."""
         return (self.rewards * self.mask).sum(dim=0)
 
+    def last_steps(self) -> Tensor:
+        """The index of each episode's last valid step: (T, B) long (0 for an episode masked out whole)."""
+        return (self.mask.sum(dim=0).long() - 1).clamp_min(0)
+
+    def last_observations(self) -> Tensor:
+        """Each episode's observation at its last valid step: (H, T, B, obs_dim) -> (T, B, obs_dim), as float."""
+        last = self.last_steps()  # (T, B)
+        obs = self.observations.float()
+        index = last.view(1, *last.shape, 1).expand(1, *last.shape, obs.shape[-1])
+        return obs.gather(0, index).squeeze(0)
+
     def episode_weights(self) -> Tensor:
         """1.0 for each episode with at least one step, 0.0 for an episode masked out whole: (T, B)."""
         return (self.mask.sum(dim=0) > 0).to(self.rewards.dtype)

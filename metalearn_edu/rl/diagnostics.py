@@ -70,19 +70,6 @@ def _sigma(policy: nn.Module, params: dict[str, torch.Tensor] | None, batch: Any
     return float(log_std.mean().exp())
 
 
-def _last_step(batch: Any) -> torch.Tensor:
-    """The index of each episode's last valid step: (T, B) long."""
-    return (batch.mask.sum(dim=0).long() - 1).clamp_min(0)
-
-
-def _last_observations(batch: Any) -> torch.Tensor:
-    """Each episode's observation at its last valid step: (H, T, B, obs_dim) -> (T, B, obs_dim)."""
-    last = _last_step(batch)  # (T, B)
-    obs = batch.observations.float()
-    index = last.view(1, *last.shape, 1).expand(1, *last.shape, obs.shape[-1])
-    return obs.gather(0, index).squeeze(0)
-
-
 def _heading_and_reach(mean_batch: Any) -> tuple[float, float]:
     """(heading, reach) of the module docstring from one mean-action episode per task, NaN unless navigation tasks."""
     try:
@@ -90,7 +77,7 @@ def _heading_and_reach(mean_batch: Any) -> tuple[float, float]:
     except ValueError:
         return float("nan"), float("nan")
     start = mean_batch.observations[0, :, 0].double().cpu().numpy()  # (T, 2)
-    end = _last_observations(mean_batch)[:, 0].double().cpu().numpy()  # (T, 2)
+    end = mean_batch.last_observations()[:, 0].double().cpu().numpy()  # (T, 2)
     to_goal, moved = goals - start, end - start
     goal_distance, moved_distance = np.linalg.norm(to_goal, axis=1), np.linalg.norm(moved, axis=1)
     heading = float(np.mean((to_goal * moved).sum(axis=1) / np.maximum(goal_distance * moved_distance, 1e-12)))
@@ -107,11 +94,11 @@ def adaptation_diagnostics(policy: nn.Module, sampler: Any, protocol: Protocol, 
         ended = batch.infos["terminated"].sum(dim=0)  # (T, B): 1 where the episode ended early
         mean_batch = sampler.sample(policy, batch.tasks, 1, params=params, seed=iteration_seed(protocol.seed, k, DETERMINISTIC_PHASE),
                                     deterministic=True)
-        last = _last_step(mean_batch)  # (T, 1) index of each episode's last step
+        last = mean_batch.last_steps()  # (T, 1) index of each episode's last step
         last_reward = mean_batch.rewards.gather(0, last.unsqueeze(0)).squeeze(0)  # (T, 1)
         with torch.no_grad():
             sigma = _sigma(policy, params, batch)
-            final_obs = _last_observations(batch)  # (T, B, obs_dim)
+            final_obs = batch.last_observations()  # (T, B, obs_dim)
             spread = float(final_obs.std(dim=1).norm(dim=-1).mean()) if final_obs.shape[1] > 1 else float("nan")
         heading, reach = _heading_and_reach(mean_batch)
         rows.append(StepDiagnostics(
