@@ -113,6 +113,35 @@ def normalize_advantages(advantages: Tensor, mask: Tensor, eps: float = 1e-8) ->
     return (advantages - mean) / (var.sqrt() + eps) * mask
 
 
+def crowd_spread_advantages(observations: Tensor, mask: Tensor, gamma: float, radius: float = 0.5) -> Tensor:
+    """Advantages of an intrinsic reward that pays an episode for leaving its task's crowd (an exploration bonus).
+
+        r_t = min(||s_t - sbar_t||, radius),   sbar_t = the mean of s_t over the task's episodes still running at t
+        G_t = sum_{k >= t} gamma^(k - t) r_k       (within the episode, :func:`discounted_returns`)
+        A_t = G_t - mean_b G_t over the task's episodes running at t, then standardised per task
+
+    Args:
+        observations: (H, T, B, obs_dim) continuous observations (positions, for 2D navigation).
+        mask: (H, T, B), 1.0 on steps that happened.
+        gamma: discount in [0, 1].
+        radius: the reward stops growing at this distance from the crowd's mean.
+
+    Returns:
+        (H, T, B) standardised advantages, zero on padded steps.
+    """
+    if not torch.is_floating_point(observations) or observations.dim() != 4:
+        raise ValueError(f"spread_bonus needs continuous (H, T, B, obs_dim) observations, got {observations.dtype} of shape {tuple(observations.shape)}")
+    if not radius > 0:
+        raise ValueError(f"radius must be a positive number, got {radius!r}")
+    validate_time_major(mask, distances=observations[..., 0])
+    count = mask.sum(dim=2, keepdim=True).clamp_min(1.0)  # (H, T, 1) episodes running at t
+    centre = (observations * mask.unsqueeze(-1)).sum(dim=2, keepdim=True) / count.unsqueeze(-1)  # (H, T, 1, obs_dim)
+    rewards = (observations - centre).norm(dim=-1).clamp_max(radius) * mask  # (H, T, B)
+    returns = discounted_returns(rewards, mask, gamma)  # (H, T, B)
+    advantages = (returns - returns.sum(dim=2, keepdim=True) / count) * mask
+    return normalize_advantages(advantages, mask)
+
+
 class LinearFeatureBaseline:
     """The linear feature baseline of Duan et al. 2016, fitted per task to the returns.
 

@@ -81,6 +81,8 @@ def _add_train(sub: argparse._SubParsersAction, env: str, description: str) -> N
          "episodes (ppo-maml, ppo-inner); metrics post_kl"),
         ("--task-chunk", _positive_int, "compute the outer PPO objective this many tasks at a time and add up the gradients: the "
          "same update, faster on a CPU for a --meta-batch above about 40 (ppo-maml, ppo-inner) (default: all tasks at once)"),
+        ("--spread-bonus", float, "beta_s >= 0: ppo-maml's outer objective adds beta_s times a clipped surrogate on the pre-update "
+         "episodes for a reward that pays them for spreading apart (an exploration bonus; a tested option, see docs/RESULTS.md)"),
         ("--inner-epochs", _positive_int, "PPO epochs of the inner adaptation (ppo-inner)"),
         ("--max-kl", _positive_float, "delta: TRPO trust region on the post-update policy (maml-trpo)"),
         ("--gamma", float, "discount"),

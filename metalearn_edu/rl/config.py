@@ -35,6 +35,7 @@ FIELD_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "clip": PPO_ALGORITHMS,
     "kl_coef": PPO_ALGORITHMS,
     "task_chunk": PPO_ALGORITHMS,
+    "spread_bonus": ("ppo-maml",),
     "inner_epochs": ("ppo-inner",),
     "estimator": ("maml-vpg", "maml-trpo", "ppo-maml"),  # the PPO-inner and pretrain steps carry no meta-gradient
     "dice_lambda": ("maml-vpg", "maml-trpo", "ppo-maml"),
@@ -121,6 +122,8 @@ class RLTrainConfig:
     post_kl_stop: float | None = None  # the same guard on the post-update KL of the adapted policies (MAML-TRPO bounds that KL); metrics: post_kl
     task_chunk: int | None = None  # compute the outer PPO objective this many tasks at a time, adding up the gradients: the same
                                    # update with smaller tensors, faster on a CPU for large meta-batches (ppo-maml, ppo-inner; None: all at once)
+    spread_bonus: float = 0.0  # beta_s: ppo-maml's outer objective adds beta_s * (clipped surrogate of the pre-update episodes for
+                               # a reward that pays them for spreading apart, rl.advantages.crowd_spread_advantages); 0: off
     inner_epochs: int = 3  # PPO epochs of the inner adaptation (ppo-inner)
     max_kl: float = 0.01  # delta, TRPO trust region on the mean KL of the post-update policy (maml-trpo)
     cg_iterations: int = 10  # conjugate-gradient iterations for the natural gradient (maml-trpo)
@@ -195,6 +198,10 @@ class RLTrainConfig:
                              "or sigma would start pinned at the floor with no gradient")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be a positive number of seconds or None, got {self.time_limit_s!r}")
+        if isinstance(self.spread_bonus, bool) or not isinstance(self.spread_bonus, (int, float)) or not 0 <= self.spread_bonus < math.inf:
+            raise ValueError(f"spread_bonus must be a non-negative number, got {self.spread_bonus!r}")
+        if self.spread_bonus and self.algo != "ppo-maml":
+            raise ValueError(f"spread_bonus adds to the outer objective of ppo-maml only, not algo={self.algo!r}")
         for name in ("kl_coef", "cg_damping"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from metalearn_edu.rl.advantages import crowd_spread_advantages
 from metalearn_edu.rl.batch import EpisodeBatch
 from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, Params, estimate_advantages, per_step, post_log_probs
 from metalearn_edu.rl.objectives import kl_divergence, ppo_clip_loss
@@ -101,6 +102,8 @@ def ppo_outer_epochs(
     every_step: bool = False,
     post_kl_stop: float | None = None,
     task_chunk: int | None = None,
+    spread_bonus: float = 0.0,
+    gamma: float = 0.99,
 ) -> dict[str, float]:
     """``epochs`` Adam steps on J(theta) = J^clip(adapted_fn(theta)[-1]) - kl_coef KL(pi_theta_old || pi_theta).
 
@@ -117,6 +120,9 @@ def ppo_outer_epochs(
     is shrunk until both are within their bounds. ``task_chunk``: compute J and its gradient ``task_chunk`` tasks
     at a time and add the chunks up, weighted by their share of the T tasks. J is a mean of per-task terms, so
     this is the same update (up to rounding) with smaller tensors, which a CPU's caches favour for large meta-batches.
+    ``spread_bonus`` beta > 0 adds beta * J^clip(theta) on the pre-update episodes themselves, with the advantages of
+    :func:`~metalearn_edu.rl.advantages.crowd_spread_advantages` (discount ``gamma``): an exploration bonus that pays
+    the policy before adaptation for spreading a task's episodes apart (a tested option, off by default).
     Returns the objective, KL and clip fraction at the first and last epochs, ``epochs_kept`` (full epochs plus the
     fraction kept of the shrunk one) and, with ``post_kl_stop``, ``post_kl``: the post-update KL of the update kept.
     """
@@ -128,6 +134,10 @@ def ppo_outer_epochs(
     with torch.no_grad():
         old_raw = [tuple(r.detach() for r in policy.raw_outputs(None, chunk.pre.observations)) for _, chunk, _ in chunks]
     scored = [chunk.scored(every_step) for _, chunk, _ in chunks]  # per chunk [(episodes, advantages)], the last = post
+    if not spread_bonus >= 0:
+        raise ValueError(f"spread_bonus must be a non-negative number, got {spread_bonus!r}")
+    bonus_advantages = [crowd_spread_advantages(chunk.pre.observations, chunk.pre.mask, gamma) if spread_bonus else None
+                        for _, chunk, _ in chunks]  # per chunk (H, T', B)
     old_log_probs: list[list[Tensor]] = []  # per chunk, per scored stage: (H, T', B) at theta_old
     old_post_raw: list[tuple[Tensor, ...]] = []  # per chunk: the last adapted policies' raw outputs at theta_old
     stats = {"epochs_kept": float(epochs)}
@@ -168,6 +178,10 @@ def ppo_outer_epochs(
                             for log_probs, old, (batch, advantages) in zip(stage_log_probs, old_log_probs[c], chunk_scored)) / len(chunk_scored)
             kl = pre_update_kl(policy, old_raw[c], chunk.pre)
             objective = weight * (surrogate - kl_coef * kl)
+            if spread_bonus:  # the pre-update episodes were sampled at theta_old: their log-probabilities are the ratio's base
+                pre_log_probs = policy.distribution(None, chunk.pre.observations).log_prob(chunk.pre.actions)  # (H, T', B)
+                bonus = clipped_objective(pre_log_probs, chunk.pre.infos["log_probs"], bonus_advantages[c], chunk.pre.mask, clip)
+                objective = objective + weight * spread_bonus * bonus
             (-objective).backward()
             with torch.no_grad():  # the epoch's statistics on the post-update episodes, at the parameters it started from
                 mask = chunk.post.mask
@@ -206,16 +220,18 @@ def promp_step(
     every_step: bool = False,
     post_kl_stop: float | None = None,
     task_chunk: int | None = None,
+    spread_bonus: float = 0.0,
 ) -> dict[str, float]:
     """ProMP: ``epochs`` Adam steps on J(theta) (module docstring), theta'_i(theta) recomputed through the inner step.
 
     ``every_step``: score the episodes after every inner step, not only the last; ``kl_stop`` and ``post_kl_stop``:
-    the guards on the pre- and post-update KL; ``task_chunk``: tasks per gradient chunk (see :func:`ppo_outer_epochs`).
+    the guards on the pre- and post-update KL; ``task_chunk``: tasks per gradient chunk; ``spread_bonus``: the weight
+    of the exploration bonus on the pre-update episodes (see :func:`ppo_outer_epochs`).
     """
     return ppo_outer_epochs(
         policy, optimizer, meta, lambda params, chunk, _: inner.adapt_meta_path(policy, params, chunk, create_graph=True),
         epochs=epochs, clip=clip, kl_coef=kl_coef, kl_stop=kl_stop, every_step=every_step, post_kl_stop=post_kl_stop,
-        task_chunk=task_chunk,
+        task_chunk=task_chunk, spread_bonus=spread_bonus, gamma=inner.gamma,
     )
 
 

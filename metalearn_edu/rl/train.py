@@ -172,7 +172,7 @@ def meta_iteration(
         elif config.algo == "ppo-maml":
             stats = promp_step(policy, optimizer, meta, inner, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
                                kl_stop=config.kl_stop, every_step=config.outer_every_step, post_kl_stop=config.post_kl_stop,
-                               task_chunk=config.task_chunk)
+                               task_chunk=config.task_chunk, spread_bonus=config.spread_bonus)
         else:
             stats = ppo_inner_step(policy, optimizer, meta, adapted, epochs=config.ppo_epochs, clip=config.clip, kl_coef=kl_coef,
                                    kl_stop=config.kl_stop, post_kl_stop=config.post_kl_stop, task_chunk=config.task_chunk)
