@@ -15,25 +15,14 @@ from metalearn_edu.rl.ppo_maml import (clipped_objective, post_update_kl, ppo_ad
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.trpo import flatten, unflatten
 
+from rl_helpers import tiny_meta_batch
+
 CLIP, KL_COEF = 0.3, 5e-4
-
-
-def _make(hidden, horizon, tasks, episodes, dtype):
-    torch.manual_seed(0)
-    sampler = MetaSampler("navigation2d", horizon=horizon)
-    policy = GaussianMLPPolicy(2, 2, hidden=hidden, init_log_std=-1.0)
-    task_list = sampler.sample_tasks(tasks, rng=0)
-    inner = InnerSpec(lr=0.5, estimator="lvc")
-    pre = sampler.sample(policy, task_list, episodes, seed=1)
-    post = sampler.sample(policy, task_list, episodes, params=inner.adapt_detached(policy, policy.parameters_dict(), pre), seed=2)
-    if dtype == torch.float64:
-        policy, pre, post = policy.double(), pre.to(dtype=torch.float64), post.to(dtype=torch.float64)
-    return policy, MetaBatch.build(pre, post, policy, gamma=0.99)
 
 
 @pytest.fixture()
 def small():
-    return _make((16,), 12, 3, 6, torch.float32)
+    return tiny_meta_batch((16,), 12, 3, 6, torch.float32)
 
 
 def test_promp_first_epoch_has_ratio_one_and_zero_kl(small):
@@ -85,7 +74,7 @@ LR = 0.5
 
 @pytest.fixture(scope="module")
 def tiny():
-    policy, meta = _make((3,), 6, 2, 3, torch.float64)
+    policy, meta = tiny_meta_batch((3,), 6, 2, 3, torch.float64)
     theta = {n: p.detach().clone() for n, p in policy.named_parameters()}
     adapted = InnerSpec(lr=LR, estimator="naive").adapt_detached(policy, theta, meta.pre)
     with torch.no_grad():

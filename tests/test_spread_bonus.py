@@ -6,11 +6,11 @@ import torch
 
 from metalearn_edu.rl.advantages import crowd_spread_advantages
 from metalearn_edu.rl.config import RLTrainConfig, check_fields_apply
-from metalearn_edu.rl.maml_rl import InnerSpec, MetaBatch, per_step
+from metalearn_edu.rl.maml_rl import per_step
 from metalearn_edu.rl.objectives import pg_surrogate
-from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.ppo_maml import promp_step
-from metalearn_edu.rl.sampler import MetaSampler
+
+from rl_helpers import TINY_INNER, tiny_meta_batch
 
 
 def _three_episodes(*xs: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,14 +70,7 @@ def test_bad_inputs_are_refused():
 
 @pytest.fixture()
 def meta():
-    torch.manual_seed(0)
-    sampler = MetaSampler("navigation2d", horizon=10)
-    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0)
-    tasks = sampler.sample_tasks(3, rng=0)
-    inner = InnerSpec(lr=0.1, estimator="lvc")
-    pre = sampler.sample(policy, tasks, 4, seed=1)
-    post = sampler.sample(policy, tasks, 4, params=inner.adapt_detached(policy, policy.parameters_dict(), pre), seed=2)
-    return policy, MetaBatch.build(pre, post, policy, gamma=0.99), inner
+    return (*tiny_meta_batch((8,), 10, 3, 4), TINY_INNER)
 
 
 @pytest.mark.parametrize("beta", [0.3, 2.0])
