@@ -43,13 +43,19 @@ def antithetic_sample(policy: torch.nn.Module, raw: tuple[Tensor, ...], generato
     return mean + log_std.exp() * torch.cat([half, -half], dim=-2)
 
 
-def probe_returns(checkpoint: str, protocol: Protocol, antithetic: bool) -> list[float]:
-    """Mean return over the test tasks after 0..K steps, with independent or antithetic episodes."""
+def load_policy(checkpoint: str, antithetic: bool) -> tuple[torch.nn.Module, object]:
+    """The checkpoint's Gaussian policy and config; with ``antithetic`` the policy samples in mirrored pairs."""
     policy, config, _ = load_rl_checkpoint(checkpoint)
     if "log_std" not in dict(policy.named_parameters()):
         raise ValueError(f"{checkpoint}: the probe needs a Gaussian policy with a log_std parameter")
     if antithetic:
         policy.sample = types.MethodType(antithetic_sample, policy)
+    return policy, config
+
+
+def probe_returns(checkpoint: str, protocol: Protocol, antithetic: bool) -> list[float]:
+    """Mean return over the test tasks after 0..K steps, with independent or antithetic episodes."""
+    policy, config = load_policy(checkpoint, antithetic)
     with make_sampler(eval_config(config, protocol), "cpu") as sampler:
         return adaptation_returns(policy, sampler, protocol).mean(dim=1).tolist()  # (K + 1, N) -> K + 1
 
@@ -62,9 +68,7 @@ def rest_scatter(checkpoint: str, protocol: Protocol, antithetic: bool, repeats:
     draw of the episodes gets wrong alike) and of mean_r ||e_i^(r) - mean_r e_i^(r)|| ("scatter": what changes with
     the draw).
     """
-    policy, config, _ = load_rl_checkpoint(checkpoint)
-    if antithetic:
-        policy.sample = types.MethodType(antithetic_sample, policy)
+    policy, config = load_policy(checkpoint, antithetic)
     ends: dict[int, list[Tensor]] = {k: [] for k in range(1, protocol.steps + 1)}
     with make_sampler(eval_config(config, protocol), "cpu") as sampler:
         for seed in range(repeats):

@@ -57,6 +57,8 @@ def test_bad_inputs_are_refused():
     obs, mask = _three_episodes(0.0, 0.3)
     with pytest.raises(ValueError, match="spread_bonus needs continuous"):
         crowd_spread_advantages(obs.long(), mask, gamma=0.5)
+    with pytest.raises(ValueError, match=r"observations must be \(H, T, B, obs_dim\)"):
+        crowd_spread_advantages(obs[:1], mask, gamma=0.5)
     with pytest.raises(ValueError, match="radius must be a positive number"):
         crowd_spread_advantages(obs, mask, gamma=0.5, radius=0.0)
     with pytest.raises(ValueError, match="spread_bonus must be a non-negative number"):

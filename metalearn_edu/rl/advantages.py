@@ -133,7 +133,8 @@ def crowd_spread_advantages(observations: Tensor, mask: Tensor, gamma: float, ra
         raise ValueError(f"spread_bonus needs continuous (H, T, B, obs_dim) observations, got {observations.dtype} of shape {tuple(observations.shape)}")
     if not radius > 0:
         raise ValueError(f"radius must be a positive number, got {radius!r}")
-    validate_time_major(mask, distances=observations[..., 0])
+    if observations.shape[:3] != mask.shape:
+        raise ValueError(f"observations must be (H, T, B, obs_dim) with (H, T, B) the mask's shape {tuple(mask.shape)}, got {tuple(observations.shape)}")
     count = mask.sum(dim=2, keepdim=True).clamp_min(1.0)  # (H, T, 1) episodes running at t
     centre = (observations * mask.unsqueeze(-1)).sum(dim=2, keepdim=True) / count.unsqueeze(-1)  # (H, T, 1, obs_dim)
     rewards = (observations - centre).norm(dim=-1).clamp_max(radius) * mask  # (H, T, B)
