@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from metalearn_edu.cli import positive_int
-from metalearn_edu.rl.maml_rl import InnerSpec, estimate_advantages
-from metalearn_edu.rl.objectives import mean_episode_length, pg_surrogate
+from metalearn_edu.rl.maml_rl import InnerSpec, estimate_advantages, per_step
+from metalearn_edu.rl.objectives import pg_surrogate
 from metalearn_edu.rl.train import load_rl_checkpoint, make_sampler
 
 SAME_STEP = ("naive", "lvc", "loaded-dice")  # the estimators whose inner step is the protocol's
@@ -56,7 +56,7 @@ def meta_gradients(checkpoint: str, estimators: list[str], *, tasks: int, rollou
                 estimator_spec = replace(spec, estimator=estimator, dice_lambda=dice_lambda if estimator == "loaded-dice" else None)
                 adapted = estimator_spec.adapt(policy, theta, pre, create_graph=True)
                 log_probs = policy.distribution(adapted, post.observations, task_dim=1).log_prob(post.actions)  # (H, T, B)
-                objective = (pg_surrogate(log_probs, advantages, post.mask) / mean_episode_length(post.mask)).mean()
+                objective = per_step(pg_surrogate(log_probs, advantages, post.mask), post.mask)
                 grads = torch.autograd.grad(objective, list(theta.values()))
                 rows[estimator].append(torch.cat([g.flatten() for g in grads]).detach())
     return {e: torch.stack(g) for e, g in rows.items()}
