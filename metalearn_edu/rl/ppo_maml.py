@@ -40,9 +40,10 @@ def clipped_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tens
     return per_step(-ppo_clip_loss(log_probs, old_log_probs, advantages, mask, clip), mask)
 
 
-def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBatch) -> Tensor:
-    """(1/T) sum_i mean_t KL(pi_theta_old(.|s_t) || pi_theta(.|s_t)) over the pre-update states (scalar)."""
-    new_raw = policy.raw_outputs(None, pre.observations)
+def pre_update_kl(policy: nn.Module, old_raw: tuple[Tensor, ...], pre: EpisodeBatch, new_raw: tuple[Tensor, ...] | None = None) -> Tensor:
+    """(1/T) sum_i mean_t KL(pi_theta_old(.|s_t) || pi_theta(.|s_t)) over the pre-update states (scalar).
+    ``new_raw``: the policy's raw outputs on ``pre.observations`` when the caller has them already."""
+    new_raw = policy.raw_outputs(None, pre.observations) if new_raw is None else new_raw
     kl = kl_divergence(policy.make_distribution(old_raw, validate=False), policy.make_distribution(new_raw, validate=False), pre.mask)
     return kl.mean()
 
@@ -176,10 +177,11 @@ def ppo_outer_epochs(
                         old_post_raw.append(tuple(r.detach() for r in policy.raw_outputs(stages[-1], chunk.post.observations, task_dim=1)))
             surrogate = sum(clipped_objective(log_probs, old, advantages, batch.mask, clip)
                             for log_probs, old, (batch, advantages) in zip(stage_log_probs, old_log_probs[c], chunk_scored)) / len(chunk_scored)
-            kl = pre_update_kl(policy, old_raw[c], chunk.pre)
+            pre_raw = policy.raw_outputs(None, chunk.pre.observations)  # at theta, for the KL term and the bonus
+            kl = pre_update_kl(policy, old_raw[c], chunk.pre, new_raw=pre_raw)
             objective = weight * (surrogate - kl_coef * kl)
             if spread_bonus:  # the pre-update episodes were sampled at theta_old: their log-probabilities are the ratio's base
-                pre_log_probs = policy.distribution(None, chunk.pre.observations).log_prob(chunk.pre.actions)  # (H, T', B)
+                pre_log_probs = policy.make_distribution(pre_raw).log_prob(chunk.pre.actions)  # (H, T', B)
                 bonus = clipped_objective(pre_log_probs, chunk.pre.infos["log_probs"], bonus_advantages[c], chunk.pre.mask, clip)
                 objective = objective + weight * spread_bonus * bonus
             (-objective).backward()
