@@ -24,11 +24,10 @@ import types
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from metalearn_edu.envs.navigation import goal_from_task
+from metalearn_edu.envs.navigation import goals_from_tasks
 from metalearn_edu.rl.evaluate import Protocol, adaptation_path, adaptation_returns, eval_config
 from metalearn_edu.rl.train import load_rl_checkpoint, make_sampler
 
@@ -76,7 +75,7 @@ def rest_scatter(checkpoint: str, protocol: Protocol, antithetic: bool, repeats:
                 if k >= 1:
                     mean_batch = sampler.sample(policy, batch.tasks, 1, params=params, seed=seed, deterministic=True)
                     ends[k].append(mean_batch.last_observations()[:, 0].double())  # (N, 2)
-    goals = torch.tensor(np.stack([goal_from_task(task) for task in batch.tasks]), dtype=torch.float64)  # (N, 2)
+    goals = torch.tensor(goals_from_tasks(batch.tasks), dtype=torch.float64)  # (N, 2)
     rows = []
     for k in sorted(ends):
         points = torch.stack(ends[k])  # (R, N, 2)

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import metalearn_edu.envs as envs
 from metalearn_edu.envs.bandit import BatchedBernoulliBandit, BernoulliBanditEnv
-from metalearn_edu.envs.navigation import BatchedNavigation2D, Navigation2DEnv
+from metalearn_edu.envs.navigation import BatchedNavigation2D, Navigation2DEnv, goals_from_tasks
 
 OUR_IDS = ["metalearn_edu/Bandit5-v0", "metalearn_edu/Bandit10-v0", "metalearn_edu/Navigation2D-v0"]
 
@@ -122,6 +122,13 @@ def test_batched_navigation_equals_the_gymnasium_env_step_for_step() -> None:
     assert seen_terminal and truncated[0].all()
 
 
+def test_goals_from_tasks_stacks_the_sampled_goals_in_task_order() -> None:
+    tasks = Navigation2DEnv().sample_tasks(5)
+    goals = goals_from_tasks(tasks)
+    assert goals.shape == (5, 2) and goals.dtype == np.float32
+    np.testing.assert_array_equal(goals, np.asarray([task["goal"] for task in tasks], dtype=np.float32))
+
+
 def test_bandit_episode_framing_and_reward_law() -> None:
     env = BernoulliBanditEnv(num_arms=3, horizon=10, task={"probs": [0.0, 1.0, 0.5]})
     obs, _ = env.reset(seed=0)
@@ -147,6 +154,7 @@ def test_bandit_episode_framing_and_reward_law() -> None:
         (lambda: Navigation2DEnv().set_task([0.1, 0.2]), "task"),
         (lambda: BernoulliBanditEnv(num_arms=2).set_task({"probs": [0.5, 1.5]}), "probs"),
         (lambda: Navigation2DEnv().sample_tasks(0), "n"),
+        (lambda: goals_from_tasks([{"goal": [0.1, 0.2]}, {"goal": [float("nan"), 0.0]}]), "goal"),
         (lambda: BatchedNavigation2D([{"goal": [0, 0]}], 0), "episodes_per_task"),
         (lambda: envs.resolve_env_id("navigation3d"), "env"),
     ],

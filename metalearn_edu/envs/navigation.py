@@ -49,6 +49,11 @@ def goal_from_task(task: Any) -> np.ndarray:
     return goal
 
 
+def goals_from_tasks(tasks: Sequence[Any]) -> np.ndarray:
+    """The goals of navigation ``tasks`` stacked as a float32 array (T, 2), each validated by ``goal_from_task``."""
+    return np.stack([goal_from_task(task) for task in tasks])
+
+
 def sample_goals(n: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
     """``n`` navigation tasks ``{"goal": g}`` with g ~ U[-0.5, 0.5]^2 (float32, shape (2,)) drawn from ``rng``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -156,7 +161,7 @@ class BatchedNavigation2D:
             raise ValueError(f"episodes_per_task must be a positive integer, got {episodes_per_task!r}")
         self.horizon = check_horizon(horizon)
         self.device = torch.device(device)
-        goals = np.stack([goal_from_task(task) for task in tasks])  # (T, 2)
+        goals = goals_from_tasks(tasks)  # (T, 2)
         self.goals = torch.as_tensor(goals, device=self.device)[:, None, :]  # (T, 1, 2)
         self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
         probe = Navigation2DEnv(horizon=self.horizon)

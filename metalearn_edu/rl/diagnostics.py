@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metalearn_edu.envs.navigation import goal_from_task
+from metalearn_edu.envs.navigation import goals_from_tasks
 from metalearn_edu.rl.evaluate import Protocol, adaptation_path, eval_config
 from metalearn_edu.rl.policies import GaussianMLPPolicy
 from metalearn_edu.rl.train import iteration_seed, load_rl_checkpoint, make_sampler
@@ -73,7 +73,7 @@ def _sigma(policy: nn.Module, params: dict[str, torch.Tensor] | None, batch: Any
 def _heading_and_reach(mean_batch: Any) -> tuple[float, float]:
     """(heading, reach) of the module docstring from one mean-action episode per task, NaN unless navigation tasks."""
     try:
-        goals = np.stack([goal_from_task(task) for task in mean_batch.tasks]).astype(np.float64)  # (T, 2)
+        goals = goals_from_tasks(mean_batch.tasks).astype(np.float64)  # (T, 2)
     except ValueError:
         return float("nan"), float("nan")
     start = mean_batch.observations[0, :, 0].double().cpu().numpy()  # (T, 2)

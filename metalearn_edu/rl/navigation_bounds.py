@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_TOLERANCE, goal_from_task
+from metalearn_edu.envs.navigation import MAX_STEP, SUCCESS_TOLERANCE, goals_from_tasks
 
 DISTANCE_GRID = tuple(np.round(np.arange(0.20, 0.601, 0.01), 2))  # candidate D; goals are U[-0.5, 0.5]^2, ||g|| <= 0.71
 
@@ -50,7 +50,7 @@ def direction_only_bound(tasks: Sequence[Any], horizon: int, choice_goals: np.nd
     """
     means = [float(fixed_distance_returns(choice_goals, d, horizon).mean()) for d in grid]
     best = float(grid[int(np.argmax(means))])
-    returns = fixed_distance_returns(np.stack([goal_from_task(t) for t in tasks]), best, horizon)
+    returns = fixed_distance_returns(goals_from_tasks(tasks), best, horizon)
     return {"distance": best, "mean": float(returns.mean()), "per_task": returns.tolist()}
 
 
