@@ -22,11 +22,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from metalearn_edu.cli import main as cli_main
 from metalearn_edu.rl import train as rl_train
+from metalearn_edu.train import _atomic_save  # the write-then-rename the training loop's checkpoints use
 
 WRITE_EVERY = 10
 
@@ -61,10 +61,8 @@ class ParameterAverages:
         for name, params in self.averages.items():
             state = policy.state_dict()
             state.update({k: v.clone() for k, v in params.items()})
-            tmp = out / f"{name}.pt.tmp"
-            torch.save({"policy": state, "iteration": done, "config": asdict(config), "policy_spec": rl_train.policy_spec(policy),
-                        "best_score": float("nan"), "average": name}, tmp)
-            tmp.replace(out / f"{name}.pt")
+            _atomic_save({"policy": state, "iteration": done, "config": asdict(config), "policy_spec": rl_train.policy_spec(policy),
+                          "best_score": float("nan"), "average": name}, out / f"{name}.pt")
 
 
 def main(argv: list[str] | None = None) -> int:
