@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Callable
 
 import torch
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         usage="%(prog)s --ratio RATIO [--radius RADIUS] {train,evaluate} ENV [options of that command]")
     parser.add_argument("--ratio", type=float, required=True, help="sigma at the start over the learned sigma_theta (> 0)")
     parser.add_argument("--radius", type=float, default=0.08, help="the width r of the region of larger sigma, in position units (default 0.08)")
-    args, rest = parser.parse_known_args(argv)
-    if not rest or rest[0] not in ("train", "evaluate"):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    at = next((i for i, word in enumerate(argv) if word in ("train", "evaluate")), len(argv))  # where the command begins
+    args, rest = parser.parse_args(argv[:at]), argv[at:]
+    if not rest:
         parser.error("after --ratio and --radius give the command to run: train or evaluate, then its arguments")
     undo = start_sigma_patch(args.ratio, args.radius)
     try:

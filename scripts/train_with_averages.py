@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         usage="%(prog)s [--decays D ...] [--swa-from F] train ENV [options of train, with --out]")
     parser.add_argument("--decays", type=float, nargs="+", default=[0.95, 0.98], help="the decays d of the moving averages (default 0.95 0.98)")
     parser.add_argument("--swa-from", type=float, default=0.7, help="the uniform mean starts at this fraction of --iterations (default 0.7)")
-    args, rest = parser.parse_known_args(argv)
-    if not rest or rest[0] != "train" or "--out" not in rest:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    at = argv.index("train") if "train" in argv else len(argv)  # the script's options end where the command begins
+    args, rest = parser.parse_args(argv[:at]), argv[at:]
+    if not rest or "--out" not in rest:
         parser.error("give the train command to run, with --out (where the averages are written)")
     averages = ParameterAverages(tuple(args.decays), args.swa_from)
     out = Path(rest[rest.index("--out") + 1])

@@ -52,7 +52,7 @@ def test_train_with_averages_writes_checkpoints_that_evaluate_can_load(tmp_path)
     script = load_script("train_with_averages")
     out = tmp_path / "run"
     original = rl_train.meta_iteration
-    code = script.main(["--decays", "0.5", "--swa-from", "0.5", "train", "navigation2d", "--algo", "ppo-maml", "--iterations", "3",
+    code = script.main(["--swa-from", "0.5", "--decays", "0.5", "train", "navigation2d", "--algo", "ppo-maml", "--iterations", "3",
                         "--meta-batch", "2", "--rollouts", "3", "--horizon", "8", "--hidden", "8", "--ppo-epochs", "1", "--quiet",
                         "--out", str(out)])
     assert code == 0 and rl_train.meta_iteration is original  # the train loop is restored
