@@ -83,8 +83,12 @@ def _train(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     result = train(config, out, resume=not args.no_resume, progress=not args.quiet)
-    print(f"trained {config.algo} for {result.iterations_done} iterations in {result.seconds:.1f} s "
-          f"(this session); final meta-loss {result.final_loss:.4f}")
+    if result.iterations_this_session:
+        print(f"trained {config.algo} for {result.iterations_this_session} iterations in {result.seconds:.1f} s "
+              f"(this session, {result.iterations_done} in all); final meta-loss {result.final_loss:.4f}")
+    else:
+        print(f"{out} already holds all {result.iterations_done} iterations of {config.algo}; nothing to train (raise --iterations "
+              f"to continue, or pass a new --out or --no-resume to start over); final meta-loss {result.final_loss:.4f}")
     _write_figures(result.model, config, out)
     print(f"wrote {out}/config.json, metrics.jsonl, checkpoint.pt, loss.png, fit.png")
     return 0

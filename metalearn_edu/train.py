@@ -69,9 +69,10 @@ class TrainResult:
     model: nn.Module
     config: TrainConfig
     iterations_done: int
-    final_loss: float
+    final_loss: float  # the last logged meta-loss of the run (of an earlier session if this one trained nothing)
     seconds: float
     out_dir: Path | None
+    iterations_this_session: int = 0  # 0 when --out already held every iteration
 
 
 # Fields that may change between a run and its resumption: the budget, the bookkeeping, the device.
@@ -164,6 +165,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     params = params_of(model)
     t0 = time.perf_counter()
     window, last_loss = [], float("nan")
+    if start and out is not None and (out / "metrics.jsonl").exists():  # a resumed run: its last logged loss until a new one
+        last_loss = next((float(r["loss"]) for r in reversed(read_metrics(out)) if "loss" in r), last_loss)
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc=f"{config.algo} meta-training", disable=not progress, mininterval=0.5)
     for it in bar:
         batch = family.sample(config.meta_batch, config.shots, config.query, generator).to(device)
@@ -190,7 +193,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
         if done % config.checkpoint_every == 0 or done == config.iterations:
             save(done)
     bar.close()
-    return TrainResult(model, config, config.iterations, last_loss, time.perf_counter() - t0, out)
+    return TrainResult(model, config, config.iterations, last_loss, time.perf_counter() - t0, out, config.iterations - start)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

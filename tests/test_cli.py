@@ -41,7 +41,12 @@ def test_train_then_evaluate_json(tmp_path, capsys):
     assert main(["train", "sinusoid", "--iterations", "30", "--meta-batch", "4", "--hidden", "8", "8", "--quiet", "--out", str(run), "--seed", "1"]) == 0
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "loss.png", "fit.png"):
         assert (run / name).exists(), name
-    capsys.readouterr()
+    first = capsys.readouterr().out
+    # the same command again: nothing left to train, and the loss is the run's last logged one, not NaN
+    assert main(["train", "sinusoid", "--iterations", "30", "--meta-batch", "4", "--hidden", "8", "8", "--quiet", "--out", str(run), "--seed", "1"]) == 0
+    again = capsys.readouterr().out
+    final = first.split("final meta-loss ")[1].split()[0]
+    assert "already holds all 30 iterations" in again and "nan" not in again and f"final meta-loss {final}" in again
     assert main(["evaluate", "sinusoid", "--checkpoint", str(run / "checkpoint.pt"), "--tasks", "20", "--steps", "0", "1", "5", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert set(record["mse"]) == {"0", "1", "5"} and record["tasks"] == 20

@@ -31,6 +31,12 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
     capsys.readouterr()
+    # the same command again: nothing left to train, and the figures are the run's last logged ones, not NaN
+    assert main(["train", "navigation2d", "--algo", "ppo-maml", *TINY[:-1], "--quiet", "--iterations", "3", "--seed", "1", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    last = json.loads(lines[-1])
+    assert "already holds all 3 iterations" in said and "nan" not in said and f"{last['pre_return']:.2f}" in said
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
     args = ["evaluate", "navigation2d", "--checkpoint", str(out / "checkpoint.pt"), "--steps", "0", "1", "2",
             "--test-tasks", "3", "--rollouts", "2", "--json", "--seed", "7"]
     assert main(args) == 0

@@ -14,6 +14,7 @@ from typing import Any
 from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
 from metalearn_edu.rl.evaluate_cli import add_evaluate
 from metalearn_edu.rl.inner import ESTIMATORS
+from metalearn_edu.train import read_metrics
 
 ALGO_HELP = ("maml-vpg (Adam through the inner step), maml-trpo (Finn et al.), ppo-maml (ProMP), "
              "ppo-inner (PPO adaptation, first-order outer update), pretrain (multi-task baseline, no adaptation in training)")
@@ -141,10 +142,15 @@ def _train(args: argparse.Namespace) -> int:
     check_fields_apply(config.algo, overrides)
     out = Path(args.out.replace("ALGO", config.algo).replace("SEED", str(config.seed)))
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
-    last = result.last
+    if result.last:
+        last, done = result.last, f"trained {config.algo} on {config.env} for {result.iterations_done} iterations in {result.seconds:.1f} s (this session)"
+    else:  # the checkpoint in --out already had every iteration: the figures are its last logged ones
+        last = read_metrics(out)[-1] if (out / "metrics.jsonl").exists() and read_metrics(out) else {}
+        done = (f"{out} already holds all {result.iterations_done} iterations of {config.algo} on {config.env}; nothing to train "
+                f"(raise --iterations to continue, or pass a new --out or --no-resume to start over)")
     post = f", post-update return {last['post_return']:.2f}" if "post_return" in last else ""
-    print(f"trained {config.algo} on {config.env} for {result.iterations_done} iterations in {result.seconds:.1f} s (this session); "
-          f"last pre-update return {last.get('pre_return', float('nan')):.2f}{post}")
+    pre = f"; last pre-update return {last['pre_return']:.2f}{post}" if "pre_return" in last else ""
+    print(done + pre)
     _write_curve(out, config)
     print(f"wrote {out}/config.json, metrics.jsonl, checkpoint.pt, curve.png")
     return 0
