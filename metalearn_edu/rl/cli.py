@@ -145,7 +145,8 @@ def _train(args: argparse.Namespace) -> int:
     if result.last:
         last, done = result.last, f"trained {config.algo} on {config.env} for {result.iterations_done} iterations in {result.seconds:.1f} s (this session)"
     else:  # the checkpoint in --out already had every iteration: the figures are its last logged ones
-        last = read_metrics(out)[-1] if (out / "metrics.jsonl").exists() and read_metrics(out) else {}
+        logged = read_metrics(out) if (out / "metrics.jsonl").exists() else []
+        last = logged[-1] if logged else {}
         done = (f"{out} already holds all {result.iterations_done} iterations of {config.algo} on {config.env}; nothing to train "
                 f"(raise --iterations to continue, or pass a new --out or --no-resume to start over)")
     post = f", post-update return {last['post_return']:.2f}" if "post_return" in last else ""
