@@ -14,7 +14,6 @@ from typing import Any
 from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
 from metalearn_edu.rl.evaluate_cli import add_evaluate
 from metalearn_edu.rl.inner import ESTIMATORS
-from metalearn_edu.train import read_metrics
 
 ALGO_HELP = ("maml-vpg (Adam through the inner step), maml-trpo (Finn et al.), ppo-maml (ProMP), "
              "ppo-inner (PPO adaptation, first-order outer update), pretrain (multi-task baseline, no adaptation in training)")
@@ -142,11 +141,10 @@ def _train(args: argparse.Namespace) -> int:
     check_fields_apply(config.algo, overrides)
     out = Path(args.out.replace("ALGO", config.algo).replace("SEED", str(config.seed)))
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
-    if result.last:
-        last, done = result.last, f"trained {config.algo} on {config.env} for {result.iterations_done} iterations in {result.seconds:.1f} s (this session)"
-    else:  # the checkpoint in --out already had every iteration: the figures are its last logged ones
-        logged = read_metrics(out) if (out / "metrics.jsonl").exists() else []
-        last = logged[-1] if logged else {}
+    last = result.last  # with nothing trained this session, the run's last logged figures
+    if result.iterations_this_session:
+        done = f"trained {config.algo} on {config.env} for {result.iterations_done} iterations in {result.seconds:.1f} s (this session)"
+    else:
         done = (f"{out} already holds all {result.iterations_done} iterations of {config.algo} on {config.env}; nothing to train "
                 f"(raise --iterations to continue, or pass a new --out or --no-resume to start over)")
     post = f", post-update return {last['post_return']:.2f}" if "post_return" in last else ""

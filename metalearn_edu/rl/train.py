@@ -115,8 +115,9 @@ class RLTrainResult:
     config: RLTrainConfig
     iterations_done: int
     seconds: float  # wall time of this session (not counting earlier sessions of a resumed run)
-    last: dict[str, float]  # the last metrics line
+    last: dict[str, float]  # the last metrics line (of an earlier session if this one trained nothing)
     out_dir: Path | None
+    iterations_this_session: int = 0  # 0 when out_dir already held every iteration
 
 
 class _NonFinite(Exception):
@@ -223,6 +224,7 @@ def train_rl(
     policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
     optimizer = outer_optimizer(policy, config) if config.algo in ADAM_ALGORITHMS else None
     start, out = 0, Path(out_dir) if out_dir is not None else None
+    kept: list[str] = []  # the metrics lines of the sessions before this one
     kl_coef = config.kl_coef  # eta of the next update; changes only with config.kl_target
     recent: list[float] = []  # the training returns of the last best_window iterations (post-update, else pre-update)
     best_score = -math.inf  # the highest mean of ``recent`` over a full window so far, the score of best.pt
@@ -263,7 +265,7 @@ def train_rl(
 
     from tqdm.auto import tqdm
 
-    t0, record = time.perf_counter(), {}
+    t0, record = time.perf_counter(), json.loads(kept[-1]) if kept else {}
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc=f"{config.algo} on {config.env}",
                disable=not progress, mininterval=1.0)
     for it in bar:
@@ -298,7 +300,8 @@ def train_rl(
         if out_of_time:
             break
     bar.close()
-    return RLTrainResult(policy, config, record.get("iteration", start), time.perf_counter() - t0, record, out)
+    done_now = record.get("iteration", start) - start
+    return RLTrainResult(policy, config, record.get("iteration", start), time.perf_counter() - t0, record, out, done_now)
 
 
 __all__ = [
