@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Modules that contribute subcommands. Each defines ``register(groups: dict[str, argparse._SubParsersAction])``.
@@ -97,3 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metalearn-edu: interrupted; the last checkpoint is kept, rerun the same command to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader closed the pipe (``metalearn-edu ... | head``): stop quietly, and point stdout at
+        # /dev/null so that Python's own flush at exit does not raise the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe

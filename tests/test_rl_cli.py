@@ -30,7 +30,7 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     assert main(["train", "navigation2d", "--algo", "ppo-maml", *TINY[:-1], "--quiet", "--iterations", "3", "--seed", "1", "--out", str(out)]) == 0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
-    capsys.readouterr()
+    assert "for 1 iteration in" in (said := capsys.readouterr().out) and "(this session, 3 in all)" in said
     # the same command again: nothing left to train, and the figures are the run's last logged ones, not NaN
     assert main(["train", "navigation2d", "--algo", "ppo-maml", *TINY[:-1], "--quiet", "--iterations", "3", "--seed", "1", "--out", str(out)]) == 0
     said = capsys.readouterr().out
@@ -195,3 +195,18 @@ def test_finn_references_cover_every_locomotion_family():
     assert finn_reference("antdir")["finn2017_pretrained"] == [3.2, 1.3, 6.5, 6.9]
     assert finn_reference("navigation2d")["finn2017_maml"][0] == -40.41
     assert finn_reference("bandit5") is None
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """``metalearn-edu train ... | head -c 1``: the reader is gone after one byte; no traceback on stderr."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "metalearn_edu", "train", "navigation2d", "--algo", "ppo-maml", *TINY, "--out", str(tmp_path / "run")]
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer.stdout.close()  # the reader leaves before the first line is written
+    stderr = writer.stderr.read()
+    writer.wait(timeout=120)
+    assert writer.returncode == 141, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()
+    assert (tmp_path / "run" / "checkpoint.pt").exists()  # the work itself was done and kept
