@@ -46,6 +46,18 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     method = first["methods"]["ppo-maml"]
     assert len(method["mean"]) == 3 and method["seeds"] == 1
     assert first["reference"]["finn2017_maml"][0] == -40.41
+    import torch
+
+    threads = torch.get_num_threads()
+    try:  # --threads sets torch's CPU threads for the evaluation; the same episodes, the same returns to rounding
+        assert main([*args, "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        assert json.loads(capsys.readouterr().out)["methods"]["ppo-maml"]["mean"] == pytest.approx(method["mean"], abs=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(SystemExit):
+        main([*args, "--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_activation_flag_reaches_the_policy(tmp_path):

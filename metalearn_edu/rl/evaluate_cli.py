@@ -52,6 +52,8 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--pretrain-iterations", type=int, default=0,
                    help="with --baselines and no pretrained checkpoint: train pretrain runs of this many iterations into --out (default: 0 = skip)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads; 2 evaluates on both cores of a 2-core machine (default: $METALEARN_EDU_THREADS, else 1)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print, for each checkpoint and step, the episode length, the fraction of episodes ended at the goal, "
                    "sigma, how far apart the episodes end, the return and last reward of the mean action and, for navigation, where it heads "
@@ -110,7 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.steps = steps
     if not args.checkpoint and not args.baselines:
         raise ValueError("--checkpoint must name at least one checkpoint (or pass --baselines for the baselines alone)")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, threads=args.threads)
     configs = [load_rl_checkpoint(path, device)[1] for path in args.checkpoint]
     for path, config in zip(args.checkpoint, configs):
         if config.env != args.env and RLTrainConfig.for_env(config.env).env != args.env:
