@@ -122,6 +122,8 @@ def test_errors_name_the_argument(tmp_path, capsys):
     ("pretrain", "--gae-lambda", "0.95", "maml-vpg, maml-trpo, ppo-maml, ppo-inner only"),
     ("ppo-inner", "--estimator", "dice", "maml-vpg, maml-trpo, ppo-maml only"),
     ("ppo-maml", "--max-kl", "0.02", "maml-trpo only"),
+    ("maml-vpg", "--spread-bonus", "0.1", "ppo-maml only"),  # the config's own check would name spread_bonus, not the flag
+    ("ppo-inner", "--dice-lambda", "0.5", "maml-vpg, maml-trpo, ppo-maml only"),
 ])
 def test_a_flag_the_algorithm_would_ignore_is_refused_by_name(tmp_path, capsys, algo, flag, value, readers):
     out = tmp_path / "run"

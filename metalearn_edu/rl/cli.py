@@ -137,8 +137,8 @@ def _train(args: argparse.Namespace) -> int:
     if "hidden" in overrides:
         overrides["hidden"] = tuple(overrides["hidden"])
     config = RLTrainConfig.for_env(args.env, seed=args.seed, device=args.device, **overrides)
+    check_fields_apply(config.algo, overrides)  # first: a flag the algorithm would ignore is named as the user typed it
     config.validate()
-    check_fields_apply(config.algo, overrides)
     out = Path(args.out.replace("ALGO", config.algo).replace("SEED", str(config.seed)))
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
     last = result.last  # with nothing trained this session, the run's last logged figures
