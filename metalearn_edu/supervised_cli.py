@@ -84,7 +84,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result = train(config, out, resume=not args.no_resume, progress=not args.quiet)
     if result.iterations_this_session:
-        print(f"trained {config.algo} for {result.iterations_this_session} iteration{'' if result.iterations_this_session == 1 else 's'} in {result.seconds:.1f} s "
+        count = result.iterations_this_session
+        print(f"trained {config.algo} for {count} iteration{'' if count == 1 else 's'} in {result.seconds:.1f} s "
               f"(this session, {result.iterations_done} in all); final meta-loss {result.final_loss:.4f}")
     else:
         print(f"{out} already holds all {result.iterations_done} iterations of {config.algo}; nothing to train (raise --iterations "

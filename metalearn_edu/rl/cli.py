@@ -143,7 +143,8 @@ def _train(args: argparse.Namespace) -> int:
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
     last = result.last  # with nothing trained this session, the run's last logged figures
     if result.iterations_this_session:
-        done = (f"trained {config.algo} on {config.env} for {result.iterations_this_session} iteration{'' if result.iterations_this_session == 1 else 's'} in {result.seconds:.1f} s "
+        count = result.iterations_this_session
+        done = (f"trained {config.algo} on {config.env} for {count} iteration{'' if count == 1 else 's'} in {result.seconds:.1f} s "
                 f"(this session, {result.iterations_done} in all)")
     else:
         done = (f"{out} already holds all {result.iterations_done} iterations of {config.algo} on {config.env}; nothing to train "
