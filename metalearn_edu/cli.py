@@ -70,6 +70,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def training_session_summary(what: str, out: str | os.PathLike[str], this_session: int, total: int, seconds: float) -> str:
+    """What a ``train`` command did: "trained WHAT for n iterations in s (this session, N in all)", or, when ``out``
+    already held all N iterations, that there was nothing to train and how to train more."""
+    if this_session:
+        return f"trained {what} for {this_session} iteration{'' if this_session == 1 else 's'} in {seconds:.1f} s (this session, {total} in all)"
+    return (f"{out} already holds all {total} iterations of {what}; nothing to train "
+            "(raise --iterations to continue, or pass a new --out or --no-resume to start over)")
+
+
 def add_common_arguments(p: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
     """Add the ``--seed`` and ``--out`` options every leaf subcommand shares."""
     p.add_argument("--seed", type=int, default=0, help="random seed for Python, NumPy, torch and env resets (default: 0)")

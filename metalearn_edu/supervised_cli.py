@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
+from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int, training_session_summary
 from metalearn_edu.maml import ALGORITHMS
 
 FINN_TABLE2 = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrain": {1: 2.41, 5: 2.23, 10: 2.19}}
@@ -83,13 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     result = train(config, out, resume=not args.no_resume, progress=not args.quiet)
-    if result.iterations_this_session:
-        count = result.iterations_this_session
-        print(f"trained {config.algo} for {count} iteration{'' if count == 1 else 's'} in {result.seconds:.1f} s "
-              f"(this session, {result.iterations_done} in all); final meta-loss {result.final_loss:.4f}")
-    else:
-        print(f"{out} already holds all {result.iterations_done} iterations of {config.algo}; nothing to train (raise --iterations "
-              f"to continue, or pass a new --out or --no-resume to start over); final meta-loss {result.final_loss:.4f}")
+    done = training_session_summary(config.algo, out, result.iterations_this_session, result.iterations_done, result.seconds)
+    print(f"{done}; final meta-loss {result.final_loss:.4f}")
     _write_figures(result.model, config, out)
     print(f"wrote {out}/config.json, metrics.jsonl, checkpoint.pt, loss.png, fit.png")
     return 0

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int
+from metalearn_edu.cli import add_common_arguments, positive_float as _positive_float, positive_int as _positive_int, training_session_summary
 from metalearn_edu.rl.evaluate_cli import add_evaluate
 from metalearn_edu.rl.inner import ESTIMATORS
 
@@ -142,13 +142,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out.replace("ALGO", config.algo).replace("SEED", str(config.seed)))
     result = train_rl(config, out, resume=not args.no_resume, progress=not args.quiet)
     last = result.last  # with nothing trained this session, the run's last logged figures
-    if result.iterations_this_session:
-        count = result.iterations_this_session
-        done = (f"trained {config.algo} on {config.env} for {count} iteration{'' if count == 1 else 's'} in {result.seconds:.1f} s "
-                f"(this session, {result.iterations_done} in all)")
-    else:
-        done = (f"{out} already holds all {result.iterations_done} iterations of {config.algo} on {config.env}; nothing to train "
-                f"(raise --iterations to continue, or pass a new --out or --no-resume to start over)")
+    done = training_session_summary(f"{config.algo} on {config.env}", out, result.iterations_this_session, result.iterations_done, result.seconds)
     post = f", post-update return {last['post_return']:.2f}" if "post_return" in last else ""
     pre = f"; last pre-update return {last['pre_return']:.2f}{post}" if "pre_return" in last else ""
     print(done + pre)
