@@ -119,6 +119,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     generator = torch.Generator().manual_seed(config.seed)
     family = SinusoidTasks()
     start = 0
+    kept: list[str] = []  # the metrics lines of the sessions before this one
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -140,7 +141,6 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
             start = int(state["iteration"])
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         metrics_path = out / "metrics.jsonl"
-        kept = []
         if start and metrics_path.exists():  # drop lines logged after the checkpoint we resume from
             kept = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["iteration"] <= start]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
@@ -164,9 +164,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
 
     params = params_of(model)
     t0 = time.perf_counter()
-    window, last_loss = [], float("nan")
-    if start and out is not None and (out / "metrics.jsonl").exists():  # a resumed run: its last logged loss until a new one
-        last_loss = next((float(r["loss"]) for r in reversed(read_metrics(out)) if "loss" in r), last_loss)
+    window = []
+    # a resumed run's last logged loss, until this session logs a new one
+    last_loss = next((float(r["loss"]) for r in map(json.loads, reversed(kept)) if "loss" in r), float("nan"))
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc=f"{config.algo} meta-training", disable=not progress, mininterval=0.5)
     for it in bar:
         batch = family.sample(config.meta_batch, config.shots, config.query, generator).to(device)
