@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -60,6 +61,21 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--threads", "0"])
     assert "--threads" in capsys.readouterr().err
+    # --repeats 2: readings with --seed 7 and 8 averaged; the first is the single reading above
+    assert main([*args, "--repeats", "2"]) == 0
+    repeated = json.loads(capsys.readouterr().out)
+    assert repeated["protocol"]["repeats"] == 2 and repeated["methods"]["ppo-maml"]["repeats"] == 2
+    assert main([*args[:-1], "8"]) == 0
+    second = json.loads(capsys.readouterr().out)["methods"]["ppo-maml"]["mean"]
+    assert repeated["methods"]["ppo-maml"]["mean"] == pytest.approx([(a + b) / 2 for a, b in zip(method["mean"], second)], abs=1e-9)
+    spread = [abs(a - b) / 2 ** 0.5 for a, b in zip(method["mean"], second)]  # the SD of two readings
+    assert repeated["methods"]["ppo-maml"]["reading_sd"] == pytest.approx(spread, abs=1e-9)
+    assert "reading_sd" not in method and method["repeats"] == 1
+    assert main([a for a in args if a != "--json"] + ["--repeats", "2"]) == 0
+    assert "(1 seed x 2 readings)" in (table := capsys.readouterr().out) and "one reading strays (SD)" in table
+    with pytest.raises(SystemExit):
+        main([*args, "--repeats", "0"])
+    assert "--repeats" in capsys.readouterr().err
 
 
 def test_activation_flag_reaches_the_policy(tmp_path):
@@ -161,6 +177,9 @@ def test_protocol_paper_pins_finn_et_al(env, horizon):
     assert protocol.gamma == custom.gamma == 0.99 and _protocol_of(["evaluate", env, "--gamma", "0.9"])[0].gamma == 0.9
     assert protocol.gae_lambda == custom.gae_lambda == 1.0
     assert _protocol_of(["evaluate", env, "--gae-lambda", "0.95"])[0].gae_lambda == 0.95
+    # --repeats reads the protocol several times; each reading stays the paper's, so it is no conflict
+    assert protocol.repeats == custom.repeats == 1
+    assert _protocol_of(["evaluate", env, "--protocol", "paper", "--seed", "3", "--repeats", "4"])[0] == replace(protocol, repeats=4)
 
 
 def test_protocol_paper_rejects_conflicting_flags(capsys):

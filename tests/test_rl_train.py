@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metalearn_edu.envs.navigation import Navigation2DEnv
-from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns
+from metalearn_edu.rl.evaluate import Curve, Protocol, adaptation_returns, mean_ci95, navigation_oracle_returns, protocol_readings
 from metalearn_edu.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metalearn_edu.rl.sampler import MetaSampler
 from metalearn_edu.rl.train import ALGORITHMS, RLTrainConfig, load_rl_checkpoint, make_sampler, outer_optimizer, read_metrics, train_rl
@@ -273,6 +273,23 @@ def test_evaluation_is_deterministic_under_a_seed():
     assert not torch.equal(first, other)
 
 
+def test_repeated_readings_are_the_single_readings_of_consecutive_seeds():
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=(8,), init_log_std=-1.0)
+    protocol = Protocol(steps=2, test_tasks=3, rollouts=4, horizon=8, seed=3, repeats=3)
+    with make_sampler(replace(TINY, horizon=8)) as sampler:
+        readings = protocol_readings(policy, sampler, protocol)
+        singles = [adaptation_returns(policy, sampler, replace(protocol, seed=seed, repeats=1)) for seed in (3, 4, 5)]
+        averaged = adaptation_returns(policy, sampler, protocol)
+    assert readings.shape == (3, 3, 3)  # (R, K + 1, N)
+    for reading, single in zip(readings, singles):
+        torch.testing.assert_close(reading, single, rtol=0, atol=0)
+    assert not torch.equal(readings[0], readings[1])
+    torch.testing.assert_close(averaged, torch.stack(singles).mean(dim=0), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
+        Protocol(repeats=0)
+
+
 def test_navigation_oracle_is_the_return_of_the_optimal_trajectory_in_the_env():
     env = Navigation2DEnv(horizon=100)
     tasks = env.sample_tasks(10, rng=0) + [{"goal": np.array([0.05, -0.43], np.float32)}]
@@ -299,6 +316,19 @@ def test_curve_statistics_over_tasks_and_over_seeds():
     assert mean == 2.0 and ci == pytest.approx(12.706 * np.sqrt(2) / np.sqrt(2))
     two = Curve.from_runs([torch.tensor([[1.0, 3.0]]), torch.tensor([[3.0, 5.0]])])
     assert two.mean == [3.0] and two.per_seed == [[2.0], [4.0]] and two.seeds == 2
+    assert two.repeats == 1 and two.reading_sd == []
+
+
+def test_curve_from_readings_averages_each_seed_first_and_pools_the_reading_spread():
+    # two seeds, R = 2 readings, K + 1 = 1 step, N = 2 tasks; task means per reading: seed 0 -> 1, 3; seed 1 -> 4, 4
+    seed0 = torch.tensor([[[0.0, 2.0]], [[2.0, 4.0]]], dtype=torch.float64)  # (R, K + 1, N)
+    seed1 = torch.tensor([[[4.0, 4.0]], [[5.0, 3.0]]], dtype=torch.float64)
+    curve = Curve.from_readings([seed0, seed1], ["a", "b"])
+    assert curve.per_seed == [[2.0], [4.0]] and curve.mean == [3.0] and curve.seeds == 2 and curve.repeats == 2
+    assert curve.per_task == [[2.75, 3.25]] and curve.sources == ["a", "b"]
+    # variances over readings of the task means (ddof 1): seed 0: (1, 3) -> 2; seed 1: (4, 4) -> 0; pooled sqrt(1)
+    assert curve.reading_sd == pytest.approx([1.0])
+    assert Curve.from_readings([seed0[:1]]).reading_sd == []  # one reading: no spread to report
 
 
 def test_time_limit_stops_with_a_checkpoint_and_a_rerun_continues(tmp_path):

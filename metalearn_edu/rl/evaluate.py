@@ -13,6 +13,10 @@ Every method (meta-trained, pretrained, random initialisation) is adapted the sa
 mean over test tasks of R_k; with several training seeds, the mean over seeds of that per-seed mean, with a
 Student-t 95% confidence interval over seeds (over tasks when there is one seed).
 
+One reading is noisy: the B episodes of each step, and so the steps taken from them, are random. With
+``Protocol.repeats`` R > 1 the protocol is read R times on the same test tasks (evaluation seeds seed..seed+R-1)
+and each checkpoint's returns are averaged over the readings before anything else (:func:`protocol_readings`).
+
 Oracles (:data:`ORACLES`) are exact: for navigation, the best any policy can do knowing the goal (see
 :func:`navigation_oracle_returns`); for bandits, pulling the best arm every time, H max_k p_k. The MuJoCo
 tasks have no exact oracle; Finn et al.'s (a policy trained on each test task) is quoted as a reference
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +91,10 @@ class Protocol:
     task_seed: int = 0  # fixes the test tasks (the same for every checkpoint evaluated)
     seed: int = 0  # fixes the evaluation episodes
     batch_steps: int | None = None  # if set: whole episodes per task until their lengths sum to this (rllab's batch_size), B at a time
+    repeats: int = 1  # R, readings averaged: the protocol run R times on the same test tasks, evaluation seeds seed..seed+R-1
 
     def __post_init__(self) -> None:
-        for name in ("test_tasks", "rollouts") + (("batch_steps",) if self.batch_steps is not None else ()):
+        for name in ("test_tasks", "rollouts", "repeats") + (("batch_steps",) if self.batch_steps is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -174,11 +179,28 @@ def protocol_episodes(policy: nn.Module, sampler: Any, protocol: Protocol, tasks
     return concat_episodes(chunks).first_episodes_reaching(protocol.batch_steps)
 
 
+def protocol_readings(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None,
+                      after_step: Callable[[int, dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
+    """The mean episode return of each test task after 0..K steps in each of the protocol's R readings: (R, K + 1, N).
+
+    Reading r is :func:`adaptation_path` with evaluation seed ``protocol.seed + r`` on the same test tasks, so
+    it differs from the others only in the episodes sampled (and hence in the adaptation steps taken from them).
+    ``after_step``: see :func:`adaptation_path`.
+    """
+    tasks = test_tasks(sampler, protocol) if tasks is None else tasks
+    readings = []
+    for r in range(protocol.repeats):
+        reading = replace(protocol, seed=protocol.seed + r, repeats=1)
+        returns = [batch.mean_over_episodes(batch.episode_returns()).cpu() for _, _, batch in adaptation_path(policy, sampler, reading, tasks, after_step)]
+        readings.append(torch.stack(returns).double())  # (K + 1, N)
+    return torch.stack(readings)  # (R, K + 1, N)
+
+
 def adaptation_returns(policy: nn.Module, sampler: Any, protocol: Protocol, tasks: list[Any] | None = None,
                        after_step: Callable[[int, dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
-    """Mean episode return of each test task after 0..K adaptation steps: (K + 1, N) (``after_step``: see :func:`adaptation_path`)."""
-    returns = [batch.mean_over_episodes(batch.episode_returns()).cpu() for _, _, batch in adaptation_path(policy, sampler, protocol, tasks, after_step)]
-    return torch.stack(returns).double()  # (K + 1, N)
+    """Mean episode return of each test task after 0..K adaptation steps, averaged over the protocol's R readings
+    (:func:`protocol_readings`): (K + 1, N) (``after_step``: see :func:`adaptation_path`)."""
+    return protocol_readings(policy, sampler, protocol, tasks, after_step).mean(dim=0)  # (K + 1, N)
 
 
 @dataclass
@@ -191,6 +213,8 @@ class Curve:
     per_seed: list[list[float]] = field(default_factory=list)  # (S, K + 1) mean over tasks of each seed
     sources: list[str] = field(default_factory=list)
     per_task: list[list[float]] = field(default_factory=list)  # (K + 1, N) mean over seeds of each test task
+    repeats: int = 1  # R, the protocol's readings averaged into each seed's returns
+    reading_sd: list[float] = field(default_factory=list)  # (K + 1) spread of one reading of one checkpoint (R > 1 only)
 
     @classmethod
     def from_runs(cls, runs: Sequence[Tensor], sources: Sequence[str] = ()) -> "Curve":
@@ -202,6 +226,19 @@ class Curve:
             stats = [mean_ci95(col) for col in zip(*per_seed)]
         per_task = torch.stack(list(runs)).mean(dim=0).tolist()
         return cls([m for m, _ in stats], [c for _, c in stats], len(runs), per_seed, list(sources), per_task)
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[Tensor], sources: Sequence[str] = ()) -> "Curve":
+        """``readings``: one (R, K + 1, N) tensor per training seed (:func:`protocol_readings`). Each seed's returns
+        are averaged over its R readings first, so the means and intervals are those of :meth:`from_runs` on the
+        averages. With R > 1, ``reading_sd`` is the standard deviation over readings of one checkpoint's mean over
+        tasks, pooled over the seeds: sqrt of the mean over seeds of the variance (ddof 1) over its R readings."""
+        curve = cls.from_runs([r.mean(dim=0) for r in readings], sources)
+        curve.repeats = int(readings[0].shape[0])
+        if curve.repeats > 1:
+            variances = torch.stack([r.mean(dim=2).var(dim=0) for r in readings])  # (S, K + 1): over R, of the task means
+            curve.reading_sd = variances.mean(dim=0).sqrt().tolist()
+        return curve
 
     def minus(self, other: "Curve") -> tuple[list[float], list[float]]:
         """Paired difference self - other on the same test tasks: (mean, 95% CI over tasks) per step.
@@ -262,9 +299,9 @@ def evaluate_checkpoints(paths: Sequence[str | Path], protocol: Protocol, device
     for path in paths:
         policy, config, _ = load_rl_checkpoint(path, device)
         with make_sampler(eval_config(config, protocol), device) as sampler:
-            runs.setdefault(config.algo, []).append(adaptation_returns(policy, sampler, protocol))
+            runs.setdefault(config.algo, []).append(protocol_readings(policy, sampler, protocol))
         sources.setdefault(config.algo, []).append(str(path))
-    return {algo: Curve.from_runs(r, sources[algo]) for algo, r in runs.items()}
+    return {algo: Curve.from_readings(r, sources[algo]) for algo, r in runs.items()}
 
 
 def evaluate_random_init(config: RLTrainConfig, protocol: Protocol, seeds: Sequence[int], device: str | torch.device = "cpu") -> Curve:
@@ -276,8 +313,8 @@ def evaluate_random_init(config: RLTrainConfig, protocol: Protocol, seeds: Seque
         for seed in seeds:
             torch.manual_seed(seed)
             policy = build_policy(config, sampler.observation_space, sampler.action_space).to(device)
-            runs.append(adaptation_returns(policy, sampler, protocol))
-    return Curve.from_runs(runs, [f"random init, seed {s}" for s in seeds])
+            runs.append(protocol_readings(policy, sampler, protocol))
+    return Curve.from_readings(runs, [f"random init, seed {s}" for s in seeds])
 
 
 def evaluate_oracle(config: RLTrainConfig, protocol: Protocol) -> dict[str, Any] | None:
@@ -330,5 +367,6 @@ def plot_adaptation(curves: dict[str, Curve], oracle: dict[str, Any] | None, *, 
 __all__ = [
     "Curve", "FINN_LOCOMOTION", "FINN_NAVIGATION", "ORACLES", "PAPER_HORIZONS", "Protocol", "adaptation_path", "adaptation_returns",
     "bandit_oracle_returns", "eval_config", "evaluate_checkpoints", "evaluate_oracle", "evaluate_random_init", "finn_reference",
-    "mean_ci95", "navigation_oracle_returns", "oracle_returns", "paper_protocol", "plot_adaptation", "protocol_episodes", "t_critical", "test_tasks",
+    "mean_ci95", "navigation_oracle_returns", "oracle_returns", "paper_protocol", "plot_adaptation", "protocol_episodes", "protocol_readings",
+    "t_critical", "test_tasks",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
                    "(default: 1.0, Finn et al.'s reward-to-go minus baseline)")
     p.add_argument("--horizon", type=_positive_int, default=None, help=f"H: steps per episode (default: the checkpoint's; {paper_h} with --protocol paper)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the test tasks (default: 0)")
+    p.add_argument("--repeats", type=_positive_int, default=1,
+                   help="R: read the protocol R times on the same test tasks, with evaluation seeds --seed .. --seed + R - 1, and "
+                   "average each checkpoint's returns over the readings; with R > 1 the table adds how far one reading of one "
+                   "checkpoint strays (allowed with --protocol paper: each reading is the paper's; default: 1)")
     p.add_argument("--baselines", action="store_true", help="add the random-initialisation baseline, the exact oracle and the pretrained baseline")
     p.add_argument("--pretrained", nargs="+", default=[], help="checkpoints of --algo pretrain runs for the pretrained baseline")
     p.add_argument("--pretrain-iterations", type=int, default=0,
@@ -57,7 +61,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
     p.add_argument("--diagnose", action="store_true",
                    help="also print, for each checkpoint and step, the episode length, the fraction of episodes ended at the goal, "
                    "sigma, how far apart the episodes end, the return and last reward of the mean action and, for navigation, where it heads "
-                   "and how far it goes (see metalearn_edu.rl.diagnostics)")
+                   "and how far it goes, on the first reading (see metalearn_edu.rl.diagnostics)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_common_arguments(p)
     p.set_defaults(func=_evaluate, env=env)
@@ -86,14 +90,14 @@ def evaluation_protocol(args: argparse.Namespace) -> tuple[Any, list[int]]:
                      if value != wanted[_PROTOCOL_FLAGS[flag]]]
         if conflicts:
             raise ValueError(f"--protocol paper pins Finn et al.'s protocol; drop {', '.join(conflicts)} or pass --protocol custom")
-        return paper, wanted["steps"]
+        return replace(paper, repeats=args.repeats), wanted["steps"]
     steps = given.get("--steps", wanted["steps"])
     if any(s < 0 for s in steps):
         raise ValueError(f"--steps must be non-negative integers, got {steps}")
     protocol = Protocol(steps=max(steps), test_tasks=given.get("--test-tasks", paper.test_tasks), rollouts=given.get("--rollouts", paper.rollouts),
                         step_sizes=tuple(given.get("--step-sizes", paper.step_sizes)), horizon=given.get("--horizon"),
                         task_seed=args.task_seed, seed=args.seed, batch_steps=given.get("--batch-steps"), gamma=given.get("--gamma", paper.gamma),
-                        gae_lambda=given.get("--gae-lambda", paper.gae_lambda))
+                        gae_lambda=given.get("--gae-lambda", paper.gae_lambda), repeats=args.repeats)
     return protocol, steps
 
 
@@ -142,7 +146,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         "env": args.env, "protocol_name": args.protocol, "protocol": asdict(protocol), "steps": args.steps,
         "methods": {name: {"mean": [c.mean[s] for s in args.steps], "ci95": [c.ci95[s] for s in args.steps], "seeds": c.seeds,
                            "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources,
-                           "per_task": [c.per_task[s] for s in args.steps]}  # (steps, N): mean over seeds of each test task
+                           "per_task": [c.per_task[s] for s in args.steps],  # (steps, N): mean over seeds of each test task
+                           "repeats": c.repeats, **({"reading_sd": [c.reading_sd[s] for s in args.steps]} if c.reading_sd else {})}
                     for name, c in curves.items()},
         "oracle": oracle,
     }
@@ -228,26 +233,30 @@ def _format_table(record: dict) -> str:
 
     advantages = "".join(f", {name.replace('_', ' ')} {p[name]}" for name in ("gamma", "gae_lambda")
                        if p.get(name, getattr(Protocol, name)) != getattr(Protocol, name))  # shown when not the paper's
+    labels = {name: f"{name} ({m['seeds']} seed{'s' if m['seeds'] > 1 else ''}"
+              + (f" x {m['repeats']} readings)" if m.get("repeats", 1) > 1 else ")") for name, m in record["methods"].items()}
+    w = max([26] + [len(label) + 2 for label in labels.values()])  # the label column
     lines = [f"{record['env']}: mean return after k policy-gradient steps (step sizes {p['step_sizes']}{advantages}), "
              f"{p['test_tasks']} test tasks x " + (f"{p['rollouts']} rollouts" if p.get("batch_steps") is None else
                                                    f"whole episodes to {p['batch_steps']} steps") + "; +- 95% CI",
-             f"{'method':<26}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
+             f"{'method':<{w}}" + "".join(f"{'k=' + str(s):>10}{'':8}" for s in steps)]
     for name, m in record["methods"].items():
         cells = "".join(f"{v:>10.2f} +- {c:<5.2f}" for v, c in zip(m["mean"], m["ci95"]))
-        label = f"{name} ({m['seeds']} seed{'s' if m['seeds'] > 1 else ''})"
-        lines.append(f"{label:<26}{cells}")
+        lines.append(f"{labels[name]:<{w}}{cells}")
+        if m.get("reading_sd"):
+            lines.append(f"{'  one reading strays (SD)':<{w}}" + "".join(f"{v:>10.2f}{'':8}" for v in m["reading_sd"]))
     if record.get("oracle"):
-        lines.append(f"{'oracle (exact)':<26}" + "".join(f"{record['oracle']['mean']:>10.2f}{'':8}" for _ in steps))
+        lines.append(f"{'oracle (exact)':<{w}}" + "".join(f"{record['oracle']['mean']:>10.2f}{'':8}" for _ in steps))
     for name, diff in record.get("minus_pretrained", {}).items():
         cells = "".join(f"{v:>+10.2f} +- {c:<5.2f}" for v, c in zip(diff["mean"], diff["ci95"]))
-        lines.append(f"{name + ' - pretrained':<26}{cells}")
+        lines.append(f"{name + ' - pretrained':<{w}}{cells}")
     reference = record.get("reference", {})
     for name in ("maml", "pretrained"):
         ref = reference.get(f"finn2017_{name}")
         if ref is not None:
-            lines.append(f"{'Finn et al. ' + name:<26}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
+            lines.append(f"{'Finn et al. ' + name:<{w}}" + "".join(f"{ref[s]:>10.2f}{'':8}" if s < len(ref) else f"{'-':>10}{'':8}" for s in steps))
     if "finn2017_oracle" in reference:
-        lines.append(f"{'Finn et al. oracle':<26}" + "".join(f"{reference['finn2017_oracle']:>10.2f}{'':8}" for _ in steps))
+        lines.append(f"{'Finn et al. oracle':<{w}}" + "".join(f"{reference['finn2017_oracle']:>10.2f}{'':8}" for _ in steps))
     if "oracle_note" in record:
         lines.append(f"note: {record['oracle_note']}")
     if reference and record.get("protocol_name") != "paper":
