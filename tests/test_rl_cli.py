@@ -70,6 +70,8 @@ def test_train_then_resume_then_evaluate(tmp_path, capsys):
     assert repeated["methods"]["ppo-maml"]["mean"] == pytest.approx([(a + b) / 2 for a, b in zip(method["mean"], second)], abs=1e-9)
     spread = [abs(a - b) / 2 ** 0.5 for a, b in zip(method["mean"], second)]  # the SD of two readings
     assert repeated["methods"]["ppo-maml"]["reading_sd"] == pytest.approx(spread, abs=1e-9)
+    per_reading = repeated["methods"]["ppo-maml"]["per_reading"]  # (seeds, R, steps): the two single readings
+    assert per_reading[0][0] == pytest.approx(method["mean"], abs=1e-9) and per_reading[0][1] == pytest.approx(second, abs=1e-9)
     assert "reading_sd" not in method and method["repeats"] == 1
     assert main([a for a in args if a != "--json"] + ["--repeats", "2"]) == 0
     assert "(1 seed x 2 readings)" in (table := capsys.readouterr().out) and "one reading strays (SD)" in table

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from metalearn_edu.rl.run_summary import evaluation_spread, main, paired_by_difficulty, read_metrics, training_tail
+from metalearn_edu.rl.run_summary import evaluation_spread, main, paired_by_difficulty, read_metrics, reading_means, training_tail
 
 
 def _rows(n: int) -> list[dict]:
@@ -65,6 +65,31 @@ def test_cli_prints_both_summaries(tmp_path, capsys):
     assert "-12.00" in capsys.readouterr().out  # the mean after one step
     assert main(["tail", str(tmp_path / "missing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def _repeated(per_reading: list[list[list[float]]], seed: int = 0) -> dict:
+    """An eval.json of ``evaluate --repeats R``: per_reading is (checkpoints, R, steps 0 and 1)."""
+    return {"protocol": {"steps": 1, "test_tasks": 40, "task_seed": 0, "seed": seed, "repeats": len(per_reading[0])}, "steps": [0, 1],
+            "methods": {"ppo-maml": {"mean": [0.0, 0.0], "per_reading": per_reading}}}
+
+
+def test_reading_means_average_each_reading_over_every_checkpoint_of_every_file(tmp_path, capsys):
+    # three checkpoints in two files, two readings; reading 1 is 2 higher after one step for all of them
+    a = _repeated([[[-40.0, -12.0], [-40.0, -10.0]], [[-41.0, -13.0], [-41.0, -11.0]]], seed=5)
+    b = _repeated([[[-39.0, -11.0], [-39.0, -9.0]]], seed=5)
+    out = reading_means([a, b])
+    assert out["checkpoints"] == 3 and out["seed"] == 5 and out["steps"] == [0, 1]
+    assert [row for means in out["means"] for row in means] == pytest.approx([-40.0, -12.0, -40.0, -10.0])  # (R, steps)
+    assert out["mean"] == pytest.approx([-40.0, -11.0]) and out["sd"] == pytest.approx([0.0, 2 ** 0.5])
+    with pytest.raises(ValueError, match="differ in their protocol, seed"):
+        reading_means([a, _repeated([[[-39.0, -11.0], [-39.0, -9.0]]], seed=6)])
+    with pytest.raises(ValueError, match="--repeats 2 or more"):
+        reading_means([_record(0, [-40.0, -11.0, -3.0])])
+    for name, record in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    assert main(["readings", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    text = capsys.readouterr().out
+    assert "over 3 checkpoints (2 readings)" in text and "1 (seed 6)" in text and "-10.00" in text
 
 
 # (steps 0, 1, 2; four test tasks): A's return before adaptation ranks task 1 hardest, then task 3; B differs on those

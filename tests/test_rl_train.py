@@ -328,6 +328,7 @@ def test_curve_from_readings_averages_each_seed_first_and_pools_the_reading_spre
     assert curve.per_task == [[2.75, 3.25]] and curve.sources == ["a", "b"]
     # variances over readings of the task means (ddof 1): seed 0: (1, 3) -> 2; seed 1: (4, 4) -> 0; pooled sqrt(1)
     assert curve.reading_sd == pytest.approx([1.0])
+    assert curve.per_reading == [[[1.0], [3.0]], [[4.0], [4.0]]]  # (S, R, K + 1) the task means of each reading
     assert Curve.from_readings([seed0[:1]]).reading_sd == []  # one reading: no spread to report
 
 

@@ -215,6 +215,7 @@ class Curve:
     per_task: list[list[float]] = field(default_factory=list)  # (K + 1, N) mean over seeds of each test task
     repeats: int = 1  # R, the protocol's readings averaged into each seed's returns
     reading_sd: list[float] = field(default_factory=list)  # (K + 1) spread of one reading of one checkpoint (R > 1 only)
+    per_reading: list[list[list[float]]] = field(default_factory=list)  # (S, R, K + 1) mean over tasks of each reading (R > 1 only)
 
     @classmethod
     def from_runs(cls, runs: Sequence[Tensor], sources: Sequence[str] = ()) -> "Curve":
@@ -236,8 +237,9 @@ class Curve:
         curve = cls.from_runs([r.mean(dim=0) for r in readings], sources)
         curve.repeats = int(readings[0].shape[0])
         if curve.repeats > 1:
-            variances = torch.stack([r.mean(dim=2).var(dim=0) for r in readings])  # (S, K + 1): over R, of the task means
-            curve.reading_sd = variances.mean(dim=0).sqrt().tolist()
+            task_means = torch.stack([r.mean(dim=2) for r in readings])  # (S, R, K + 1)
+            curve.reading_sd = task_means.var(dim=1).mean(dim=0).sqrt().tolist()
+            curve.per_reading = task_means.tolist()
         return curve
 
     def minus(self, other: "Curve") -> tuple[list[float], list[float]]:

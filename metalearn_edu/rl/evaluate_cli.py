@@ -147,7 +147,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         "methods": {name: {"mean": [c.mean[s] for s in args.steps], "ci95": [c.ci95[s] for s in args.steps], "seeds": c.seeds,
                            "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources,
                            "per_task": [c.per_task[s] for s in args.steps],  # (steps, N): mean over seeds of each test task
-                           "repeats": c.repeats, **({"reading_sd": [c.reading_sd[s] for s in args.steps]} if c.reading_sd else {})}
+                           "repeats": c.repeats, **({"reading_sd": [c.reading_sd[s] for s in args.steps],  # (steps,)
+                                                     "per_reading": [[[r[s] for s in args.steps] for r in seed] for seed in c.per_reading]}  # (S, R, steps)
+                                                    if c.reading_sd else {})}
                     for name, c in curves.items()},
         "oracle": oracle,
     }

@@ -1,6 +1,6 @@
 """Summaries of finished runs that are less noisy than one protocol evaluation of one checkpoint.
 
-Two readings, both from files the other commands already write:
+Summaries of files the other commands already write:
 
 ``tail``: the training returns of a run's last N meta-iterations (``metrics.jsonl``), averaged. Every iteration
 draws fresh training tasks from the task distribution, so the last 50 iterations of a navigation run average
@@ -12,7 +12,12 @@ error than 40 fixed test tasks, at the price of averaging 50 neighbouring polici
 ``evals``: the spread of one evaluation repeated with different evaluation seeds (``evaluate --seed S --out DIR``,
 each writing ``DIR/eval.json``). The test tasks stay fixed; only the sampled episodes, and hence the adaptation
 steps, change. The mean over S estimates what the protocol gives in expectation, and the standard deviation over
-S is the noise of a single protocol run.
+S is the noise of a single protocol run. (``evaluate --repeats R`` now reads R evaluation seeds in one command and
+averages them checkpoint by checkpoint, with the spread of one checkpoint's reading; ``evals`` reads files already written.)
+
+``readings``: for evaluations written with ``evaluate --repeats R``, each reading's mean over all their checkpoints.
+Reading r of every checkpoint used the same evaluation seed, so if one seed's episodes favour every policy alike, its
+mean over many checkpoints stands apart from the others'.
 
 ``tasks``: where on the test tasks two evaluations of the same protocol differ. The per-task returns (mean over
 seeds) of B minus those of A, paired task by task, over all tasks and over the hardest quarter and the rest, the
@@ -22,6 +27,7 @@ hardest being those where A returns least before adaptation (in 2D navigation: t
 
     python -m metalearn_edu.rl.run_summary tail runs/navigation/ppo-maml-seed{0,1,2,3,4} --last 50
     python -m metalearn_edu.rl.run_summary evals runs/nav12/evalseed-350-s{0..7}/eval.json
+    python -m metalearn_edu.rl.run_summary readings runs/nav22/eval-r10-*/eval.json
     python -m metalearn_edu.rl.run_summary tasks runs/nav13/eval-pt-headline/eval.json runs/nav13/eval-pt-ls-0.3/eval.json
 """
 
@@ -98,6 +104,36 @@ def evaluation_spread(records: Sequence[dict], method: str | None = None) -> dic
             "sd": [statistics.stdev(c) for c in columns], "repeats": len(records)}
 
 
+def reading_means(records: Sequence[dict], method: str | None = None) -> dict[str, object]:
+    """Each reading's mean over every checkpoint of evaluations written with ``evaluate --repeats R``.
+
+    ``records``: ``eval.json`` objects of one protocol (same test tasks, steps, evaluation seed S and R; the checkpoints
+    may differ). Reading r of every checkpoint used evaluation seed S + r, the same sampling noise, so a reading's mean
+    over many checkpoints shows whether that seed favours all of them alike:
+
+        m_r = (1 / C) sum_c R_c,r      R_c,r: checkpoint c's mean over tasks in reading r, after each step
+
+    Returns {"method", "steps", "seed", "checkpoints": C, "means": (R, steps) m_r, "mean": (steps) the mean over r,
+    "sd": (steps) the standard deviation over r of m_r}.
+    """
+    if not records:
+        raise ValueError("reading_means needs at least 1 evaluation")
+    method = _method(records[0], method, "the first evaluation")
+    if any(method not in r["methods"] for r in records):
+        raise ValueError(f"method {method!r} is not in every evaluation")
+    protocols = {json.dumps({"protocol": r["protocol"], "steps": r["steps"]}, sort_keys=True) for r in records}
+    if len(protocols) != 1:
+        raise ValueError("the evaluations differ in their protocol, seed, repeats or steps: their readings are not the same draws")
+    if "per_reading" not in records[0]["methods"][method]:
+        raise ValueError("an eval.json without per-reading returns: run evaluate with --repeats 2 or more")
+    per_checkpoint = [seed for r in records for seed in r["methods"][method]["per_reading"]]  # C x (R, steps)
+    means = [[statistics.fmean(c[r][k] for c in per_checkpoint) for k in range(len(records[0]["steps"]))]
+             for r in range(len(per_checkpoint[0]))]
+    columns = list(zip(*means))
+    return {"method": method, "steps": records[0]["steps"], "seed": records[0]["protocol"]["seed"], "checkpoints": len(per_checkpoint),
+            "means": means, "mean": [statistics.fmean(c) for c in columns], "sd": [statistics.stdev(c) for c in columns]}
+
+
 def paired_by_difficulty(a: dict, b: dict, method: str | None = None, hardest: float = 0.25) -> dict[str, object]:
     """Per-task difference B - A of one method's returns after each step, over all tasks and two difficulty groups.
 
@@ -145,6 +181,16 @@ def _evals(args: argparse.Namespace) -> None:
     print("sd".ljust(8) + "".join(f"{s:10.2f}" for s in spread["sd"]))
 
 
+def _readings(args: argparse.Namespace) -> None:
+    out = reading_means([json.loads(Path(p).read_text()) for p in args.files], args.method)
+    print(f"{out['method']}: each reading's mean over {out['checkpoints']} checkpoints ({len(out['means'])} readings)")
+    print("reading".ljust(18) + "".join(f"k={k}".rjust(10) for k in out["steps"]))
+    for r, row in enumerate(out["means"]):
+        print(f"{r} (seed {out['seed'] + r})".ljust(18) + "".join(f"{v:10.2f}" for v in row))
+    print("mean".ljust(18) + "".join(f"{v:10.2f}" for v in out["mean"]))
+    print("sd over readings".ljust(18) + "".join(f"{v:10.2f}" for v in out["sd"]))
+
+
 def _tasks(args: argparse.Namespace) -> None:
     a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
     paired = paired_by_difficulty(a, b, args.method, args.hardest)
@@ -165,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     evals.add_argument("files", nargs="+", help="eval.json files of the repeats")
     evals.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     evals.set_defaults(func=_evals)
+    readings = sub.add_parser("readings", help="each reading's mean over all checkpoints of evaluate --repeats files: does one seed favour them all?")
+    readings.add_argument("files", nargs="+", help="eval.json files written with the same --repeats, --seed and protocol")
+    readings.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
+    readings.set_defaults(func=_readings)
     tasks = sub.add_parser("tasks", help="per-task difference of two evaluations of the same test tasks, hardest tasks apart")
     tasks.add_argument("a", help="eval.json of the reference (A)")
     tasks.add_argument("b", help="eval.json compared with it (B)")
