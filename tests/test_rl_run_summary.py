@@ -42,6 +42,15 @@ def test_evaluation_spread_is_the_mean_and_sample_sd_over_seeds():
     assert spread["sd"] == pytest.approx([0.0, 2 ** 0.5, 0.5 ** 0.5])
 
 
+def test_evaluation_spread_takes_a_file_from_before_repeats_as_one_reading():
+    old, new = _record(0, [-40.0, -11.0, -3.0]), _record(1, [-40.0, -13.0, -4.0])
+    new["protocol"]["repeats"] = 1  # evaluate writes the field since --repeats exists; older files lack it
+    assert evaluation_spread([old, new])["mean"] == pytest.approx([-40.0, -12.0, -3.5])
+    new["protocol"]["repeats"] = 10
+    with pytest.raises(ValueError, match="more than their seed"):
+        evaluation_spread([old, new])
+
+
 def test_evaluation_spread_refuses_evaluations_that_are_not_repeats():
     with pytest.raises(ValueError, match="more than their seed"):
         evaluation_spread([_record(0, [-40.0, -11.0, -3.0]), _record(1, [-40.0, -13.0, -4.0], task_seed=1)])

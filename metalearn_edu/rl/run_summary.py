@@ -1,6 +1,6 @@
 """Summaries of finished runs that are less noisy than one protocol evaluation of one checkpoint.
 
-Summaries of files the other commands already write:
+Each reads files the other commands already write:
 
 ``tail``: the training returns of a run's last N meta-iterations (``metrics.jsonl``), averaged. Every iteration
 draws fresh training tasks from the task distribution, so the last 50 iterations of a navigation run average
@@ -80,8 +80,8 @@ def _method(record: dict, method: str | None, what: str) -> str:
 
 def _same_tasks(records: Sequence[dict]) -> bool:
     """Whether the evaluations share protocol, test tasks and steps (they may differ in their seed)."""
-    keys = {json.dumps({"protocol": {k: v for k, v in r["protocol"].items() if k != "seed"}, "steps": r["steps"]}, sort_keys=True)
-            for r in records}
+    keys = {json.dumps({"protocol": {k: v for k, v in ({"repeats": 1} | r["protocol"]).items() if k != "seed"}, "steps": r["steps"]},
+                       sort_keys=True) for r in records}  # files written before --repeats existed read one reading
     return len(keys) == 1
 
 
