@@ -144,13 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     paper = finn_reference(args.env)
     record = {
         "env": args.env, "protocol_name": args.protocol, "protocol": asdict(protocol), "steps": args.steps,
-        "methods": {name: {"mean": [c.mean[s] for s in args.steps], "ci95": [c.ci95[s] for s in args.steps], "seeds": c.seeds,
-                           "per_seed": [[row[s] for s in args.steps] for row in c.per_seed], "checkpoints": c.sources,
-                           "per_task": [c.per_task[s] for s in args.steps],  # (steps, N): mean over seeds of each test task
-                           "repeats": c.repeats, **({"reading_sd": [c.reading_sd[s] for s in args.steps],  # (steps,)
-                                                     "per_reading": [[[r[s] for s in args.steps] for r in seed] for seed in c.per_reading]}  # (S, R, steps)
-                                                    if c.reading_sd else {})}
-                    for name, c in curves.items()},
+        "methods": {name: _curve_record(c, args.steps) for name, c in curves.items()},
         "oracle": oracle,
     }
     if "pretrained" in curves:  # paired over the same test tasks: the task-to-task spread cancels
@@ -194,6 +188,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {args.out}/eval.json and adaptation.png")
     return 0
+
+
+def _curve_record(curve: Any, steps: list[int]) -> dict:
+    """One method's entry of ``eval.json``: its :class:`~metalearn_edu.rl.evaluate.Curve` at the reported ``steps``."""
+    record = {"mean": [curve.mean[s] for s in steps], "ci95": [curve.ci95[s] for s in steps], "seeds": curve.seeds,
+              "per_seed": [[row[s] for s in steps] for row in curve.per_seed], "checkpoints": curve.sources,
+              "per_task": [curve.per_task[s] for s in steps],  # (steps, N): mean over seeds of each test task
+              "repeats": curve.repeats}
+    if curve.reading_sd:  # R > 1 readings
+        record["reading_sd"] = [curve.reading_sd[s] for s in steps]  # (steps,)
+        record["per_reading"] = [[[r[s] for s in steps] for r in seed] for seed in curve.per_reading]  # (S, R, steps)
+    return record
 
 
 def _direction_only(config: Any, protocol: Any) -> dict:
