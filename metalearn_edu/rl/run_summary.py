@@ -78,11 +78,19 @@ def _method(record: dict, method: str | None, what: str) -> str:
     return method
 
 
-def _same_tasks(records: Sequence[dict]) -> bool:
-    """Whether the evaluations share protocol, test tasks and steps (they may differ in their seed)."""
-    keys = {json.dumps({"protocol": {k: v for k, v in ({"repeats": 1} | r["protocol"]).items() if k != "seed"}, "steps": r["steps"]},
-                       sort_keys=True) for r in records}  # files written before --repeats existed read one reading
+def _same_tasks(records: Sequence[dict], *, same_seed: bool = False) -> bool:
+    """Whether the evaluations share protocol, test tasks and steps (and, with ``same_seed``, their evaluation seed)."""
+    keys = {json.dumps({"protocol": {k: v for k, v in ({"repeats": 1} | r["protocol"]).items() if same_seed or k != "seed"},
+                        "steps": r["steps"]}, sort_keys=True) for r in records}  # files written before --repeats existed read one reading
     return len(keys) == 1
+
+
+def _method_of_all(records: Sequence[dict], method: str | None) -> str:
+    """The method to summarise (:func:`_method` on the first record), which every record must hold."""
+    method = _method(records[0], method, "the first evaluation")
+    if any(method not in r["methods"] for r in records):
+        raise ValueError(f"method {method!r} is not in every evaluation")
+    return method
 
 
 def evaluation_spread(records: Sequence[dict], method: str | None = None) -> dict[str, object]:
@@ -93,9 +101,7 @@ def evaluation_spread(records: Sequence[dict], method: str | None = None) -> dic
     """
     if len(records) < 2:
         raise ValueError(f"evaluation_spread needs at least 2 evaluations, got {len(records)}")
-    method = _method(records[0], method, "the first evaluation")
-    if any(method not in r["methods"] for r in records):
-        raise ValueError(f"method {method!r} is not in every evaluation")
+    method = _method_of_all(records, method)
     if not _same_tasks(records):
         raise ValueError("the evaluations differ in more than their seed (protocol, test tasks or steps): not repeats of one evaluation")
     curves = [r["methods"][method]["mean"] for r in records]  # (S, K + 1)
@@ -118,11 +124,8 @@ def reading_means(records: Sequence[dict], method: str | None = None) -> dict[st
     """
     if not records:
         raise ValueError("reading_means needs at least 1 evaluation")
-    method = _method(records[0], method, "the first evaluation")
-    if any(method not in r["methods"] for r in records):
-        raise ValueError(f"method {method!r} is not in every evaluation")
-    protocols = {json.dumps({"protocol": r["protocol"], "steps": r["steps"]}, sort_keys=True) for r in records}
-    if len(protocols) != 1:
+    method = _method_of_all(records, method)
+    if not _same_tasks(records, same_seed=True):
         raise ValueError("the evaluations differ in their protocol, seed, repeats or steps: their readings are not the same draws")
     if "per_reading" not in records[0]["methods"][method]:
         raise ValueError("an eval.json without per-reading returns: run evaluate with --repeats 2 or more")
