@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from metalearn_edu.rl.run_summary import evaluation_spread, main, paired_by_difficulty, read_metrics, reading_means, training_tail
+from metalearn_edu.rl.run_summary import (evaluation_spread, main, paired_by_difficulty, protocol_draws, read_metrics, reading_means,
+                                          training_tail)
 
 
 def _rows(n: int) -> list[dict]:
@@ -99,6 +100,36 @@ def test_reading_means_average_each_reading_over_every_checkpoint_of_every_file(
     assert main(["readings", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     text = capsys.readouterr().out
     assert "over 3 checkpoints (2 readings)" in text and "1 (seed 6)" in text and "-10.00" in text
+
+
+def _many_tasks(per_seed: list[list[float]], per_task: list[list[float]], seed: int = 0) -> dict:
+    """An eval.json of S checkpoints on four test tasks (steps 0 and 1), with Finn et al.'s reference."""
+    return {"protocol": {"steps": 1, "test_tasks": 4, "task_seed": 100, "seed": seed, "repeats": 1}, "steps": [0, 1],
+            "methods": {"ppo-maml": {"mean": [0.0, 0.0], "per_seed": per_seed, "per_task": per_task}},
+            "reference": {"finn2017_maml": [-40.41, -11.68, -3.33, -3.23]}}
+
+
+def test_protocol_draws_pool_the_files_by_seed_and_average_blocks_of_tasks(tmp_path, capsys):
+    # two seeds in a, one in b: the pooled task means are (2 a + b) / 3, e.g. after one step -11, -13, -11, -31/3
+    a = _many_tasks([[-40.0, -11.0], [-40.0, -13.0]], [[-40.0, -42.0, -38.0, -40.0], [-10.0, -14.0, -12.0, -12.0]])
+    b = _many_tasks([[-40.0, -10.0]], [[-37.0, -39.0, -41.0, -43.0], [-13.0, -11.0, -9.0, -7.0]])
+    out = protocol_draws([a, b], size=2)
+    assert out["seeds"] == 3 and out["tasks"] == 4 and out["steps"] == [0, 1]
+    assert [v for d in out["draws"] for v in d] == pytest.approx([-40.0, -12.0, -40.0, -32.0 / 3])  # (D, steps)
+    assert out["mean"] == pytest.approx([-40.0, -34.0 / 3]) and out["sd"] == pytest.approx([0.0, (4.0 / 3) / 2 ** 0.5])
+    assert out["reference"] == [-40.41, -11.68] and out["at_or_above"] == pytest.approx([1.0, 0.5])
+    with pytest.raises(ValueError, match="--size 3 must divide the 4 test tasks"):
+        protocol_draws([a], size=3)
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        protocol_draws([a, _many_tasks([[-40.0, -10.0]], b["methods"]["ppo-maml"]["per_task"], seed=1)], size=2)
+    with pytest.raises(ValueError, match="per-task returns"):
+        protocol_draws([_record(0, [-40.0, -11.0, -3.0])])
+    for name, record in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    assert main(["draws", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--size", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "4 test tasks (task seed 100) as 2 draws of 2, 3 seeds" in text and "-11.33 +-" in text and "50%" in text
+    assert main(["draws", str(tmp_path / "a.json"), "--size", "0"]) == 2
 
 
 # (steps 0, 1, 2; four test tasks): A's return before adaptation ranks task 1 hardest, then task 3; B differs on those

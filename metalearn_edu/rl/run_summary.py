@@ -19,6 +19,13 @@ averages them checkpoint by checkpoint, with the spread of one checkpoint's read
 Reading r of every checkpoint used the same evaluation seed, so if one seed's episodes favour every policy alike, its
 mean over many checkpoints stands apart from the others'.
 
+``draws``: one evaluation on many test tasks (``evaluate --test-tasks 4000``) read as D = N / M draws of the
+protocol's M test tasks. Test tasks are drawn independently and each is adapted on its own episodes, so each block of
+M consecutive tasks is what one protocol reading on one draw of tasks could show, and the all-task mean estimates the
+expected reading (Finn et al.'s figure is one such draw). With S checkpoints (training seeds), per block j:
+
+    d_j,k = (1 / M) sum_{n in block j} Rbar_k(n)      Rbar_k(n): the S-checkpoint mean return on task n after k steps
+
 ``tasks``: where on the test tasks two evaluations of the same protocol differ. The per-task returns (mean over
 seeds) of B minus those of A, paired task by task, over all tasks and over the hardest quarter and the rest, the
 hardest being those where A returns least before adaptation (in 2D navigation: the goals farthest from the start).
@@ -28,6 +35,7 @@ hardest being those where A returns least before adaptation (in 2D navigation: t
     python -m metalearn_edu.rl.run_summary tail runs/navigation/ppo-maml-seed{0,1,2,3,4} --last 50
     python -m metalearn_edu.rl.run_summary evals runs/nav12/evalseed-350-s{0..7}/eval.json
     python -m metalearn_edu.rl.run_summary readings runs/nav22/eval-r10-*/eval.json
+    python -m metalearn_edu.rl.run_summary draws runs/nav23/M100-35b/eval.json runs/nav23/M100-35b-s456/eval.json
     python -m metalearn_edu.rl.run_summary tasks runs/nav13/eval-pt-headline/eval.json runs/nav13/eval-pt-ls-0.3/eval.json
 """
 
@@ -137,6 +145,42 @@ def reading_means(records: Sequence[dict], method: str | None = None) -> dict[st
             "means": means, "mean": [statistics.fmean(c) for c in columns], "sd": [statistics.stdev(c) for c in columns]}
 
 
+def protocol_draws(records: Sequence[dict], size: int = 40, method: str | None = None) -> dict[str, object]:
+    """One method's returns on N test tasks read as D = N / ``size`` protocol draws of ``size`` tasks each.
+
+    ``records``: ``eval.json`` objects of one protocol (same test tasks, steps and evaluation seed), e.g. the training
+    seeds of one configuration split over several files. Each task's return is averaged over all S checkpoints (each
+    file's per-task means weighted by its seeds), then over each block j of ``size`` consecutive tasks: d_j,k above.
+    Returns {"method", "steps", "seeds": S, "tasks": N, "size", "mean": (steps) over seeds and tasks, "ci95": (steps)
+    over the S seeds, "draws": (D, steps) d_j,k, "sd": (steps) over the draws, "reference": (steps) Finn et al.'s
+    figures or None, "at_or_above": (steps) the share of draws at or above the reference, or None}.
+    """
+    if not records:
+        raise ValueError("protocol_draws needs at least 1 evaluation")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive number of test tasks, got {size!r}")
+    method = _method_of_all(records, method)
+    if not _same_tasks(records, same_seed=True):
+        raise ValueError("the evaluations differ in their protocol, test tasks, seed or steps: their tasks cannot be pooled")
+    entries = [r["methods"][method] for r in records]
+    if any("per_task" not in e for e in entries):
+        raise ValueError("an eval.json without per-task returns (written before they were recorded): run evaluate again")
+    steps, n = records[0]["steps"], len(entries[0]["per_task"][0])
+    if n % size or n // size < 2:
+        raise ValueError(f"--size {size} must divide the {n} test tasks into at least 2 draws")
+    weights = [len(e["per_seed"]) for e in entries]  # S_f: the seeds each file's per-task means average
+    seeds = sum(weights)
+    per_task = [[sum(w * e["per_task"][k][i] for w, e in zip(weights, entries)) / seeds for i in range(n)] for k in range(len(steps))]
+    draws = [[statistics.fmean(per_task[k][j * size:(j + 1) * size]) for k in range(len(steps))] for j in range(n // size)]
+    cells = [mean_ci95([row[k] for e in entries for row in e["per_seed"]]) for k in range(len(steps))]
+    finn = records[0].get("reference", {}).get("finn2017_maml")
+    reference = [finn[k] for k in steps] if finn and max(steps) < len(finn) else None
+    at_or_above = None if reference is None else [statistics.fmean(d[k] >= reference[k] for d in draws) for k in range(len(steps))]
+    return {"method": method, "steps": steps, "seeds": seeds, "tasks": n, "size": size, "mean": [m for m, _ in cells],
+            "ci95": [h for _, h in cells], "draws": draws, "sd": [statistics.stdev(c) for c in zip(*draws)],
+            "reference": reference, "at_or_above": at_or_above}
+
+
 def paired_by_difficulty(a: dict, b: dict, method: str | None = None, hardest: float = 0.25) -> dict[str, object]:
     """Per-task difference B - A of one method's returns after each step, over all tasks and two difficulty groups.
 
@@ -194,6 +238,19 @@ def _readings(args: argparse.Namespace) -> None:
     print("sd over readings".ljust(18) + "".join(f"{v:10.2f}" for v in out["sd"]))
 
 
+def _draws(args: argparse.Namespace) -> None:
+    records = [json.loads(Path(p).read_text()) for p in args.files]
+    out = protocol_draws(records, args.size, args.method)
+    print(f"{out['method']}: {out['tasks']} test tasks (task seed {records[0]['protocol']['task_seed']}) as "
+          f"{len(out['draws'])} draws of {out['size']}, {out['seeds']} seed{'s' * (out['seeds'] != 1)}")
+    print("".ljust(26) + "".join(f"k={k}".rjust(17) for k in out["steps"]))
+    print("mean +- 95% CI over seeds".ljust(26) + "".join(f"{m:8.2f} +- {h:5.2f}" for m, h in zip(out["mean"], out["ci95"])))
+    print(f"sd of one draw of {out['size']}".ljust(26) + "".join(f"{v:17.2f}" for v in out["sd"]))
+    if out["reference"] is not None:
+        print("Finn et al. maml".ljust(26) + "".join(f"{v:17.2f}" for v in out["reference"]))
+        print("draws at or above it".ljust(26) + "".join(f"{v:16.0%} " for v in out["at_or_above"]))
+
+
 def _tasks(args: argparse.Namespace) -> None:
     a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
     paired = paired_by_difficulty(a, b, args.method, args.hardest)
@@ -218,6 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     readings.add_argument("files", nargs="+", help="eval.json files written with the same --repeats, --seed and protocol")
     readings.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     readings.set_defaults(func=_readings)
+    draws = sub.add_parser("draws", help="an evaluation on many test tasks as draws of the protocol's test tasks: mean, spread, share at the paper")
+    draws.add_argument("files", nargs="+", help="eval.json files of the same test tasks and evaluation seed (e.g. training seeds split over files)")
+    draws.add_argument("--size", type=int, default=40, help="M: test tasks per protocol draw (default: 40, Finn et al.'s)")
+    draws.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
+    draws.set_defaults(func=_draws)
     tasks = sub.add_parser("tasks", help="per-task difference of two evaluations of the same test tasks, hardest tasks apart")
     tasks.add_argument("a", help="eval.json of the reference (A)")
     tasks.add_argument("b", help="eval.json compared with it (B)")
