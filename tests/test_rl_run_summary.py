@@ -117,7 +117,7 @@ def test_protocol_draws_pool_the_files_by_seed_and_average_blocks_of_tasks(tmp_p
     assert out["seeds"] == 3 and out["tasks"] == 4 and out["steps"] == [0, 1]
     assert [v for d in out["draws"] for v in d] == pytest.approx([-40.0, -12.0, -40.0, -32.0 / 3])  # (D, steps)
     assert out["mean"] == pytest.approx([-40.0, -34.0 / 3]) and out["sd"] == pytest.approx([0.0, (4.0 / 3) / 2 ** 0.5])
-    assert out["reference"] == [-40.41, -11.68] and out["at_or_above"] == pytest.approx([1.0, 0.5])
+    assert out["reference"] == [-40.41, -11.68] and out["at_or_above"] == pytest.approx([1.0, 0.5]) and out["all_steps"] == 0.5
     with pytest.raises(ValueError, match="--size 3 must divide the 4 test tasks"):
         protocol_draws([a], size=3)
     with pytest.raises(ValueError, match="cannot be pooled"):
@@ -128,7 +128,7 @@ def test_protocol_draws_pool_the_files_by_seed_and_average_blocks_of_tasks(tmp_p
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     assert main(["draws", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--size", "2"]) == 0
     text = capsys.readouterr().out
-    assert "4 test tasks (task seed 100) as 2 draws of 2, 3 seeds" in text and "-11.33 +-" in text and "50%" in text
+    assert "4 test tasks (task seed 100) as 2 draws of 2, 3 seeds" in text and "-11.33 +-" in text and "every step k >= 1 at once: 50%" in text
     assert main(["draws", str(tmp_path / "a.json"), "--size", "0"]) == 2
 
 
