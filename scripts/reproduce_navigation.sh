@@ -5,12 +5,15 @@
 # per step, step size 0.1 then 0.05) on each run's best.pt, with the random-initialisation baseline and the exact
 # oracle, and again on the last checkpoints. PPO-MAML adapts with the advantages it was meta-trained with
 # (--gae-lambda 0.95, so --protocol custom with the paper's other values); the others with Finn et al.'s (lambda 1).
-# Then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose); last, every run adapted on
-# the 4000-step batches of Finn et al.'s released test script (evaluate --batch-steps 4000).
+# Then, for the PPO-MAML seeds, where each return comes from (evaluate --diagnose); every run adapted on
+# the 4000-step batches of Finn et al.'s released test script (evaluate --batch-steps 4000). Last, the configuration
+# at or above Finn et al. in the expected reading (a 32-32 network, sigma held at 0.040, the multi-step loss; seeds
+# 10-14, as in RESULTS' twentieth session), read on 4000 test tasks (100 draws of the protocol's 40) with task seeds
+# 101 and 100 and ten times on the fixed 40, and every other algorithm read on the same 4000 tasks.
 # Every run has a fixed iteration count that fits in 15 minutes (5 for pretrain) on the 2-core CPU of RESULTS,
 # one training per core; MAML-TRPO's is the count its 15 minutes reached. A run is deterministic per
 # iteration, so the same counts give the same policies on any machine.
-# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 3.5 h on one core,
+# Usage: scripts/reproduce_navigation.sh [OUT_DIR]   (default: runs/navigation; about 4.7 h on one core,
 # run the trainings two at a time by hand to halve it)
 set -euo pipefail
 out=${1:-runs/navigation}
@@ -45,3 +48,20 @@ $cli evaluate navigation2d "${ppo_protocol[@]}" --batch-steps 4000 --checkpoint 
 $cli evaluate navigation2d --protocol custom --horizon 100 --batch-steps 4000 --checkpoint \
   "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed{0,1,2}/best.pt "$out"/ppo-inner-seed{0,1,2}/best.pt --baselines \
   --pretrained "$out"/pretrain-seed0/best.pt --out "$out/eval-batch4000"
+# the configuration at or above Finn et al. in the expected reading, and the expected reading of every algorithm
+h32_best=()
+for seed in 10 11 12 13 14; do
+  train --algo ppo-maml --inner-steps 2 --kl-stop 0.05 --anneal-lr --gae-lambda 0.95 --hidden 32 32 --init-log-std -0.916 \
+    --log-std-lr-scale 1e-6 --outer-every-step --iterations 450 --seed "$seed" --out "$out/ppo-maml-h32-fs0.040-seed$seed"
+  h32_best+=("$out/ppo-maml-h32-fs0.040-seed$seed/best.pt")
+done
+for task_seed in 101 100; do
+  $cli evaluate navigation2d "${ppo_protocol[@]}" --test-tasks 4000 --task-seed "$task_seed" --checkpoint "${h32_best[@]}" \
+    --out "$out/eval-4000tasks-$task_seed-ppo-maml-h32"
+done
+$cli evaluate navigation2d "${ppo_protocol[@]}" --repeats 10 --checkpoint "${h32_best[@]}" --out "$out/eval-r10-ppo-maml-h32"
+$cli evaluate navigation2d "${ppo_protocol[@]}" --test-tasks 4000 --task-seed 101 --checkpoint "${ppo_best[@]}" \
+  --out "$out/eval-4000tasks-101-ppo-maml"
+$cli evaluate navigation2d --protocol custom --horizon 100 --test-tasks 4000 --task-seed 101 --checkpoint \
+  "$out"/maml-vpg-seed{0,1,2}/best.pt "$out"/maml-trpo-seed{0,1,2}/best.pt "$out"/ppo-inner-seed{0,1,2}/best.pt \
+  --pretrained "$out"/pretrain-seed0/best.pt --out "$out/eval-4000tasks-101"
