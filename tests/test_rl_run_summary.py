@@ -116,7 +116,7 @@ def test_protocol_draws_pool_the_files_by_seed_and_average_blocks_of_tasks(tmp_p
     out = protocol_draws([a, b], size=2)
     assert out["seeds"] == 3 and out["tasks"] == 4 and out["steps"] == [0, 1]
     assert [v for d in out["draws"] for v in d] == pytest.approx([-40.0, -12.0, -40.0, -32.0 / 3])  # (D, steps)
-    assert out["mean"] == pytest.approx([-40.0, -34.0 / 3]) and out["sd"] == pytest.approx([0.0, (4.0 / 3) / 2 ** 0.5])
+    assert out["mean"] == pytest.approx([-40.0, -34.0 / 3]) and out["sd"] == pytest.approx([0.0, (4.0 / 3) / 2 ** 0.5]) and out["draw_error"] == pytest.approx([0.0, 2.0 / 3])
     assert out["reference"] == [-40.41, -11.68] and out["at_or_above"] == pytest.approx([1.0, 0.5]) and out["all_steps"] == 0.5
     with pytest.raises(ValueError, match="--size 3 must divide the 4 test tasks"):
         protocol_draws([a], size=3)

@@ -152,7 +152,8 @@ def protocol_draws(records: Sequence[dict], size: int = 40, method: str | None =
     seeds of one configuration split over several files. Each task's return is averaged over all S checkpoints (each
     file's per-task means weighted by its seeds), then over each block j of ``size`` consecutive tasks: d_j,k above.
     Returns {"method", "steps", "seeds": S, "tasks": N, "size", "mean": (steps) over seeds and tasks, "ci95": (steps)
-    over the S seeds, "draws": (D, steps) d_j,k, "sd": (steps) over the draws, "reference": (steps) Finn et al.'s
+    over the S seeds, "draws": (D, steps) d_j,k, "sd": (steps) over the draws, "draw_error": (steps) sd / sqrt(D), the
+    error the draw of all N tasks leaves in the mean (shared by the seeds, so not in ci95), "reference": (steps) Finn et al.'s
     figures or None, "at_or_above": (steps) the share of draws at or above the reference, or None, "all_steps": the
     share of draws at or above it after every step k >= 1 at once, or None}.
     """
@@ -179,8 +180,9 @@ def protocol_draws(records: Sequence[dict], size: int = 40, method: str | None =
     at_or_above = None if reference is None else [statistics.fmean(d[k] >= reference[k] for d in draws) for k in range(len(steps))]
     adapted = [k for k, step in enumerate(steps) if step >= 1]
     all_steps = None if reference is None or not adapted else statistics.fmean(all(d[k] >= reference[k] for k in adapted) for d in draws)
+    sd = [statistics.stdev(c) for c in zip(*draws)]
     return {"method": method, "steps": steps, "seeds": seeds, "tasks": n, "size": size, "mean": [m for m, _ in cells],
-            "ci95": [h for _, h in cells], "draws": draws, "sd": [statistics.stdev(c) for c in zip(*draws)],
+            "ci95": [h for _, h in cells], "draws": draws, "sd": sd, "draw_error": [v / len(draws) ** 0.5 for v in sd],
             "reference": reference, "at_or_above": at_or_above, "all_steps": all_steps}
 
 
@@ -249,6 +251,7 @@ def _draws(args: argparse.Namespace) -> None:
     print("".ljust(26) + "".join(f"k={k}".rjust(17) for k in out["steps"]))
     print("mean +- 95% CI over seeds".ljust(26) + "".join(f"{m:8.2f} +- {h:5.2f}" for m, h in zip(out["mean"], out["ci95"])))
     print(f"sd of one draw of {out['size']}".ljust(26) + "".join(f"{v:17.2f}" for v in out["sd"]))
+    print("its error in the mean".ljust(26) + "".join(f"{v:17.2f}" for v in out["draw_error"]))
     if out["reference"] is not None:
         print("Finn et al. maml".ljust(26) + "".join(f"{v:17.2f}" for v in out["reference"]))
         print("draws at or above it".ljust(26) + "".join(f"{v:16.0%} " for v in out["at_or_above"]))
