@@ -118,6 +118,11 @@ def test_evaluate_with_baselines_writes_json_and_plot(tmp_path, capsys):
     assert [len(row) for row in per_task] == [4, 4]
     assert [sum(row) / 4 for row in per_task] == pytest.approx(record["methods"]["maml-vpg"]["mean"])
     assert record["oracle"]["mean"] > 0 and (out / "adaptation.png").exists()
+    # --pretrained alone adds the pretrained row, not the other baselines
+    assert main(["evaluate", "bandit5", "--checkpoint", str(tmp_path / "maml"), "--pretrained", str(run),
+                 "--steps", "0", "1", "--test-tasks", "4", "--rollouts", "3", "--out", str(out)]) == 0
+    record = json.loads((out / "eval.json").read_text())
+    assert set(record["methods"]) == {"maml-vpg", "pretrained"} and record["oracle"] is None
 
 
 def test_errors_name_the_argument(tmp_path, capsys):

@@ -52,7 +52,7 @@ def add_evaluate(sub: argparse._SubParsersAction, env: str, description: str, al
                    "average each checkpoint's returns over the readings; with R > 1 the table adds how far one reading of one "
                    "checkpoint strays (allowed with --protocol paper: each reading is the paper's; default: 1)")
     p.add_argument("--baselines", action="store_true", help="add the random-initialisation baseline, the exact oracle and the pretrained baseline")
-    p.add_argument("--pretrained", nargs="+", default=[], help="checkpoints of --algo pretrain runs for the pretrained baseline")
+    p.add_argument("--pretrained", nargs="+", default=[], help="checkpoints of --algo pretrain runs for the pretrained baseline (read with or without --baselines)")
     p.add_argument("--pretrain-iterations", type=int, default=0,
                    help="with --baselines and no pretrained checkpoint: train pretrain runs of this many iterations into --out (default: 0 = skip)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
@@ -129,16 +129,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "pretrain" in curves:
         curves["pretrained"] = curves.pop("pretrain")
     oracle = None
+    seeds = max([c.seeds for c in curves.values()] or [1])
+    pretrained = list(args.pretrained)  # read whenever given; --baselines adds the rest
+    if args.baselines and not pretrained and "pretrained" not in curves and args.pretrain_iterations > 0:
+        base = Path(args.out or f"runs/{args.env}")
+        for s in range(seeds):
+            cfg = RLTrainConfig.for_env(args.env, algo="pretrain", iterations=args.pretrain_iterations, seed=s, device=args.device)
+            pretrained.append(str(train_rl(cfg, base / f"pretrain-seed{s}", progress=not args.json).out_dir / "checkpoint.pt"))
+    if pretrained:
+        curves["pretrained"] = evaluate_checkpoints(pretrained, protocol, device)["pretrain"]
     if args.baselines:
-        seeds = max([c.seeds for c in curves.values()] or [1])
-        pretrained = list(args.pretrained)
-        if not pretrained and "pretrained" not in curves and args.pretrain_iterations > 0:
-            base = Path(args.out or f"runs/{args.env}")
-            for s in range(seeds):
-                cfg = RLTrainConfig.for_env(args.env, algo="pretrain", iterations=args.pretrain_iterations, seed=s, device=args.device)
-                pretrained.append(str(train_rl(cfg, base / f"pretrain-seed{s}", progress=not args.json).out_dir / "checkpoint.pt"))
-        if pretrained:
-            curves["pretrained"] = evaluate_checkpoints(pretrained, protocol, device)["pretrain"]
         curves["random init"] = evaluate_random_init(reference, protocol, range(seeds), device)
         oracle = evaluate_oracle(reference, protocol)
     paper = finn_reference(args.env)
