@@ -225,8 +225,13 @@ def _tail(args: argparse.Namespace) -> None:
         print(f"mean +- 95% CI over {len(tails)} runs".ljust(48) + "".join(f"{m:8.2f} +- {h:5.2f}" for m, h in cells))
 
 
+def _read(paths: Sequence[str]) -> list[dict]:
+    """The ``eval.json`` objects at ``paths``."""
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
 def _evals(args: argparse.Namespace) -> None:
-    spread = evaluation_spread([json.loads(Path(p).read_text()) for p in args.files], args.method)
+    spread = evaluation_spread(_read(args.files), args.method)
     print(f"{spread['method']}, {spread['repeats']} evaluation seeds")
     print("steps".ljust(8) + "".join(str(k).rjust(10) for k in spread["steps"]))
     print("mean".ljust(8) + "".join(f"{m:10.2f}" for m in spread["mean"]))
@@ -234,7 +239,7 @@ def _evals(args: argparse.Namespace) -> None:
 
 
 def _readings(args: argparse.Namespace) -> None:
-    out = reading_means([json.loads(Path(p).read_text()) for p in args.files], args.method)
+    out = reading_means(_read(args.files), args.method)
     print(f"{out['method']}: each reading's mean over {out['checkpoints']} checkpoints ({len(out['means'])} readings)")
     print("reading".ljust(18) + "".join(f"k={k}".rjust(10) for k in out["steps"]))
     for r, row in enumerate(out["means"]):
@@ -244,7 +249,7 @@ def _readings(args: argparse.Namespace) -> None:
 
 
 def _draws(args: argparse.Namespace) -> None:
-    records = [json.loads(Path(p).read_text()) for p in args.files]
+    records = _read(args.files)
     out = protocol_draws(records, args.size, args.method)
     print(f"{out['method']}: {out['tasks']} test tasks (task seed {records[0]['protocol']['task_seed']}) as "
           f"{len(out['draws'])} draws of {out['size']}, {out['seeds']} seed{'s' * (out['seeds'] != 1)}")
@@ -260,7 +265,7 @@ def _draws(args: argparse.Namespace) -> None:
 
 
 def _tasks(args: argparse.Namespace) -> None:
-    a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
+    a, b = _read([args.a, args.b])
     paired = paired_by_difficulty(a, b, args.method, args.hardest)
     print(f"{paired['method']}: B - A per test task (B = {args.b}, A = {args.a}); the hardest by A's return before adaptation")
     print("tasks".ljust(14) + "".join(f"k={k}".rjust(17) for k in paired["steps"]))
@@ -277,17 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail.set_defaults(func=_tail)
     evals = sub.add_parser("evals", help="mean and sd over repeats of one evaluation with different --seed")
     evals.add_argument("files", nargs="+", help="eval.json files of the repeats")
-    evals.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     evals.set_defaults(func=_evals)
     readings = sub.add_parser("readings", help="each reading's mean over all checkpoints of evaluate --repeats files: does one seed favour them all?")
     readings.add_argument("files", nargs="+", help="eval.json files written with the same --repeats, --seed and protocol")
-    readings.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     readings.set_defaults(func=_readings)
     draws = sub.add_parser("draws", help="an evaluation on many test tasks as draws of the protocol's test tasks: mean, spread, share at the paper")
     draws.add_argument("files", nargs="+", help="eval.json files of the same test tasks and evaluation seed (e.g. training seeds split over files)")
     draws.add_argument("--size", type=int, default=40, help="M: test tasks per protocol draw (default: 40, Finn et al.'s)")
-    draws.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     draws.set_defaults(func=_draws)
+    for summary in (evals, readings, draws):
+        summary.add_argument("--method", default=None, help="the curve to summarise when the files hold several (default: the only learned one)")
     tasks = sub.add_parser("tasks", help="per-task difference of two evaluations of the same test tasks, hardest tasks apart")
     tasks.add_argument("a", help="eval.json of the reference (A)")
     tasks.add_argument("b", help="eval.json compared with it (B)")
